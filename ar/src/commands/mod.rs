@@ -1,0 +1,3 @@
+//! One module per `ar` subcommand.
+
+pub mod prepare;
