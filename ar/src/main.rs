@@ -1,9 +1,11 @@
 //! `ar`, the autoresearch supervisor: one thin binary over library code.
 //!
-//! Subcommands: `prepare` (data, tokenizer, manifest). `main` turns errors into one line
+//! Subcommands: `prepare` (data, tokenizer, manifest), `train` (build and run the train
+//! program), `bench` (speed against the PyTorch peer, the loader, the tokenizer). `main` turns errors into one line
 //! with the whole cause chain and an exit code that means something.
 
 mod commands;
+mod run;
 mod ui;
 
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ struct Cli {
 enum Command {
     /// Download or build the data, train the tokenizer, write a verified manifest.
     Prepare(commands::prepare::PrepareArgs),
+    /// Build the train program in release and run it (the original's `uv run train.py`).
+    Train(commands::train::TrainArgs),
+    /// Benchmarks: the training step against PyTorch, the loader, the tokenizer.
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Exit code of a supervisor error (bad input, broken cache, I/O).
@@ -33,10 +39,12 @@ const EXIT_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Prepare(args) => commands::prepare::run(args),
+        Command::Prepare(args) => commands::prepare::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => commands::train::run(args),
+        Command::Bench(args) => commands::bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_ERROR)

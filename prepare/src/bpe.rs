@@ -23,14 +23,16 @@
 //! chunk a pair is replaced left to right without overlap (`aaa` merging
 //! `(a, a)` gives `[aa, a]`); training stops early when no pair is left.
 //! Where it costs nothing in parity we do better than rustbpe: counts are
-//! `u64` (rustbpe's `i32` would overflow on large corpora), chunks are counted
-//! as borrowed `&str` and only copied once per distinct chunk, all chunks
-//! live in one flat symbol arena merged in place, and each pair remembers
-//! the chunks it occurs in as a plain list instead of a hash set.
+//! `u64` (rustbpe's `i32` holds at the 1e9-character budget but not far
+//! beyond it), chunks are counted as borrowed `&str` and copied once per
+//! distinct chunk into one byte arena, all chunks are merged in place in one
+//! flat id arena, each pair remembers the chunks it occurs in as a plain list
+//! instead of a hash set, and long merges are spread over threads.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -79,6 +81,10 @@ pub enum BpeError {
     )]
     Split { document: u64, message: String },
     #[error(
+        "the BPE training corpus has {words} distinct chunks totalling {bytes} bytes, more than the trainer's 4-billion-id arena holds; train on fewer characters (a lower character budget)"
+    )]
+    TooManyChunks { words: usize, bytes: usize },
+    #[error(
         "BPE training produced the bytes {bytes:?} twice (ranks {first} and {second}), which tiktoken cannot represent; please report this corpus as a bug"
     )]
     DuplicateToken { bytes: Vec<u8>, first: u32, second: u32 },
@@ -104,8 +110,8 @@ pub fn cap_document(doc: &str, cap_chars: usize) -> &str {
 
 /// [`cap_document`] plus the number of code points kept, in one pass.
 fn cap_and_count(doc: &str, cap_chars: usize) -> (&str, usize) {
-    // A string never has more code points than bytes, so short documents
-    // (nearly all of them) need no scan to know they fit.
+    // A string never has more code points than bytes, so a document no
+    // longer in bytes than the cap is kept whole without looking for a cut.
     if doc.len() <= cap_chars {
         return (doc, doc.chars().count());
     }
@@ -115,9 +121,113 @@ fn cap_and_count(doc: &str, cap_chars: usize) -> (&str, usize) {
     }
 }
 
+/// [`SPLIT_PATTERN`] with its two fancy features taken out, so that
+/// fancy-regex hands the whole pattern to its fast automaton engine instead
+/// of its backtracking VM (2-4x faster on our corpora). It splits exactly
+/// like [`SPLIT_PATTERN`] once [`Splitter::for_each_chunk`] puts the
+/// lookahead back by hand:
+///
+/// - `[^\r\n\p{L}\p{N}]?+\p{L}+` -> `?`: giving the optional character back
+///   could only help if `\p{L}+` then matched at it, and the class excludes
+///   `\p{L}`.
+/// - ` ?[^\s\p{L}\p{N}]++[\r\n]*` -> `+`: what follows can match empty, so
+///   the greedy run is never given back anyway.
+/// - `\s+(?!\S)|\s+` -> `\s+`: both match the maximal whitespace run, except
+///   that when the run has two or more characters and a non-space follows,
+///   `\s+(?!\S)` stops one character short (leaving it to start the next
+///   chunk, e.g. `" word"`). The alternatives before it are unchanged, so a
+///   match is from this one exactly when it is all whitespace without `\r` or
+///   `\n` (a run with a newline is taken by `\s*[\r\n]` first).
+///
+/// The leftmost-first alternation of the automaton engine keeps the
+/// backtracker's preference order. Unit tests compare both splitters on the
+/// fixtures and on random text over an adversarial alphabet.
+const SPLIT_PATTERN_WITHOUT_FANCY: &str =
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+";
+
+/// Cuts documents into chunks with the trainer's pattern. Holds one compiled
+/// copy per rayon thread (about 1 ms each to compile): fancy-regex keeps its
+/// scratch space in pools that clones share, and threads should not queue
+/// for them (tiktoken-rs keeps per-thread copies for the same reason).
+struct Splitter {
+    /// The pattern as given.
+    fancy: Vec<Regex>,
+    /// [`SPLIT_PATTERN_WITHOUT_FANCY`], when the pattern is [`SPLIT_PATTERN`].
+    fast: Option<Vec<Regex>>,
+}
+
+impl Splitter {
+    fn new(pattern: &str) -> Result<Self, BpeError> {
+        let copies = |p: &str| {
+            (0..rayon::current_num_threads().max(1))
+                .map(|_| {
+                    Regex::new(p).map_err(|source| BpeError::Pattern {
+                        pattern: p.to_owned(),
+                        source: Box::new(source),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let fancy = copies(pattern)?;
+        let fast = if pattern == SPLIT_PATTERN { Some(copies(SPLIT_PATTERN_WITHOUT_FANCY)?) } else { None };
+        Ok(Self { fancy, fast })
+    }
+
+    /// Call `f` with every chunk of `doc`, in order.
+    fn for_each_chunk<'d>(&self, doc: &'d str, f: impl FnMut(&'d str)) -> Result<(), fancy_regex::Error> {
+        let thread = rayon::current_thread_index().unwrap_or(0);
+        match &self.fast {
+            // Both give the same chunks; the choice is only about speed. Code
+            // points from U+40000 up (lead byte 0xF1..0xF4: unassigned, tags,
+            // private use) are near absent from real text, but where they
+            // are frequent and varied the automaton's lazy DFA keeps building
+            // states and ran 5x slower than the backtracking VM on our stress
+            // corpus, so such documents take the VM.
+            Some(fast) if doc.bytes().fold(0, u8::max) < 0xF1 => {
+                split_fast(&fast[thread % fast.len()], doc, f)
+            }
+            _ => split_fancy(&self.fancy[thread % self.fancy.len()], doc, f),
+        }
+    }
+}
+
+/// Split with the pattern exactly as compiled.
+fn split_fancy<'d>(
+    regex: &Regex,
+    doc: &'d str,
+    mut f: impl FnMut(&'d str),
+) -> Result<(), fancy_regex::Error> {
+    for m in regex.find_iter(doc) {
+        f(m?.as_str());
+    }
+    Ok(())
+}
+
+/// Split with [`SPLIT_PATTERN_WITHOUT_FANCY`] and put its lookahead back:
+/// the same chunks as [`split_fancy`] with [`SPLIT_PATTERN`].
+fn split_fast<'d>(regex: &Regex, doc: &'d str, mut f: impl FnMut(&'d str)) -> Result<(), fancy_regex::Error> {
+    let mut pos = 0;
+    while let Some(m) = regex.find_from_pos(doc, pos)? {
+        let chunk = m.as_str();
+        let mut end = m.end();
+        // `\s+(?!\S)`: a run of two or more whitespace characters followed
+        // by something leaves its last character to the next chunk.
+        if end < doc.len()
+            && !chunk.contains(['\r', '\n'])
+            && chunk.chars().all(char::is_whitespace)
+            && let Some((last, _)) = chunk.char_indices().last().filter(|&(i, _)| i > 0)
+        {
+            end = m.start() + last;
+        }
+        f(&doc[m.start()..end]);
+        pos = end;
+    }
+    Ok(())
+}
+
 /// Streams training documents in and keeps the count of every distinct chunk.
 pub struct BpeTrainer {
-    regex: Regex,
+    splitter: Splitter,
     max_chars: u64,
     doc_cap_chars: usize,
     chars_seen: u64,
@@ -125,7 +235,7 @@ pub struct BpeTrainer {
     /// Set once the budget is reached (or a document failed to split): later
     /// batches are ignored, exactly like prepare.py's generator returning.
     finished: bool,
-    chunk_counts: AHashMap<Box<str>, u64>,
+    chunks: ChunkTable,
     error: Option<BpeError>,
 }
 
@@ -135,16 +245,15 @@ impl BpeTrainer {
     /// `doc_cap_chars` code points. `ar prepare` passes [`SPLIT_PATTERN`],
     /// [`MAX_TRAIN_CHARS`] and [`DOC_CAP_CHARS`].
     pub fn new(pattern: &str, max_chars: u64, doc_cap_chars: usize) -> Result<Self, BpeError> {
-        let regex = Regex::new(pattern)
-            .map_err(|source| BpeError::Pattern { pattern: pattern.to_owned(), source: Box::new(source) })?;
+        let splitter = Splitter::new(pattern)?;
         Ok(Self {
-            regex,
+            splitter,
             max_chars,
             doc_cap_chars,
             chars_seen: 0,
             documents_seen: 0,
             finished: false,
-            chunk_counts: AHashMap::new(),
+            chunks: ChunkTable::default(),
             error: None,
         })
     }
@@ -173,15 +282,14 @@ impl BpeTrainer {
         }
         let batch = &capped[..take];
 
-        let regex = &self.regex;
+        let splitter = &self.splitter;
         let counted = batch
             .par_iter()
             .enumerate()
             .try_fold(AHashMap::<&str, u64>::new, |mut counts, (i, &(doc, _))| {
-                for m in regex.find_iter(doc) {
-                    let m = m.map_err(|e| (i, e.to_string()))?;
-                    *counts.entry(m.as_str()).or_insert(0) += 1;
-                }
+                splitter
+                    .for_each_chunk(doc, |chunk| *counts.entry(chunk).or_insert(0) += 1)
+                    .map_err(|e| (i, e.to_string()))?;
                 Ok(counts)
             })
             .try_reduce(AHashMap::new, |a, b| Ok(merge_counts(a, b)));
@@ -189,13 +297,7 @@ impl BpeTrainer {
         match counted {
             Ok(counts) => {
                 for (chunk, n) in counts {
-                    // Look up by &str first so only a chunk never seen before is copied.
-                    match self.chunk_counts.get_mut(chunk) {
-                        Some(total) => *total += n,
-                        None => {
-                            self.chunk_counts.insert(chunk.into(), n);
-                        }
-                    }
+                    self.chunks.add(chunk.as_bytes(), n);
                 }
             }
             Err((i, message)) => {
@@ -228,7 +330,7 @@ impl BpeTrainer {
         if vocab_size < BYTE_TOKENS {
             return Err(BpeError::VocabTooSmall(vocab_size));
         }
-        let mut words = Words::from_chunks(self.chunk_counts);
+        let mut words = Words::from_chunks(self.chunks)?;
         let merges = words.run_merges(vocab_size - BYTE_TOKENS, progress);
         Ranks::from_merges(&merges)
     }
@@ -242,6 +344,87 @@ fn merge_counts<'a>(mut a: AHashMap<&'a str, u64>, mut b: AHashMap<&'a str, u64>
         *a.entry(k).or_insert(0) += v;
     }
     a
+}
+
+/// The distinct chunks seen so far and their counts. Chunks sit back to back
+/// in one byte arena instead of one heap string each: at corpus scale there
+/// are millions of them, and allocating (and later freeing) each one
+/// separately cost more than counting them. A chunk is found through its
+/// hash, with a chain through `next` for the rare hashes shared by two chunks.
+struct ChunkTable {
+    bytes: Vec<u8>,
+    /// End offset in `bytes` of each chunk; chunk `i` starts where `i - 1` ends.
+    ends: Vec<usize>,
+    counts: Vec<u64>,
+    /// Next chunk with the same hash, or `NO_CHUNK`.
+    next: Vec<u32>,
+    /// First chunk with a given hash.
+    heads: HashMap<u64, u32, BuildHasherDefault<PrehashedKey>>,
+    hasher: ahash::RandomState,
+}
+
+impl Default for ChunkTable {
+    fn default() -> Self {
+        Self {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            counts: Vec::new(),
+            next: Vec::new(),
+            heads: HashMap::default(),
+            // Fixed seeds: the table's layout, like everything else here, is
+            // the same on every run.
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
+        }
+    }
+}
+
+const NO_CHUNK: u32 = u32::MAX;
+
+impl ChunkTable {
+    fn chunk(&self, i: u32) -> &[u8] {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn add(&mut self, chunk: &[u8], n: u64) {
+        let hash = self.hasher.hash_one(chunk);
+        self.add_hashed(chunk, hash, n);
+    }
+
+    fn add_hashed(&mut self, chunk: &[u8], hash: u64, n: u64) {
+        let head = self.heads.get(&hash).copied().unwrap_or(NO_CHUNK);
+        let mut at = head;
+        while at != NO_CHUNK {
+            if self.chunk(at) == chunk {
+                self.counts[at as usize] += n;
+                return;
+            }
+            at = self.next[at as usize];
+        }
+        let index = u32::try_from(self.counts.len()).expect("more than 4 billion distinct chunks");
+        self.bytes.extend_from_slice(chunk);
+        self.ends.push(self.bytes.len());
+        self.counts.push(n);
+        self.next.push(head);
+        self.heads.insert(hash, index);
+    }
+}
+
+/// Hasher for keys that are already hashes: passes the u64 through.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed with PrehashedKey")
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 type Pair = (u32, u32);
@@ -308,66 +491,155 @@ fn merge_pair_in_place(
 
 /// Where a pair stands: its weighted count and the chunks that may hold it.
 /// The chunk list can hold stale entries (a later merge may have consumed
-/// the pair in that chunk); merging such a chunk is simply a no-op.
+/// the pair in that chunk); merging such a chunk is simply a no-op. It never
+/// lists a chunk twice, which the parallel merge relies on.
 struct PairStats {
     count: u64,
     words: Vec<u32>,
 }
 
-/// The distinct chunks as byte-id sequences in one flat arena, with counts.
+/// Every chunk sits in one arena as a header `[len, count_lo, count_hi]`
+/// followed by its ids, and is named by the offset of its header. Merging
+/// is bound by memory latency, not arithmetic: with the length and count
+/// next to the ids, visiting a chunk touches one place in memory, not three.
+const HEADER: usize = 3;
+
+/// Merge lists at least this long are split across threads; shorter ones
+/// are not worth the hand-off.
+const PARALLEL_MIN_WORDS: usize = 2048;
+
+/// The distinct chunks (those with at least two bytes) as id sequences.
 struct Words {
-    symbols: Vec<u32>,
-    /// (start in `symbols`, current length) of each chunk.
-    spans: Vec<(usize, u32)>,
-    counts: Vec<u64>,
+    arena: Vec<u32>,
+    /// Offset of every chunk, for the initial count.
+    offsets: Vec<u32>,
+    /// [`PARALLEL_MIN_WORDS`], lowered by tests to exercise the parallel path.
+    parallel_min_words: usize,
+}
+
+/// What merging one pair in some chunks did to the other pairs.
+#[derive(Default)]
+struct StepChanges {
+    /// Weighted occurrences lost by pairs that already existed.
+    lost: AHashMap<u64, u64>,
+    /// Net weighted change, and the chunks, of pairs containing the new id.
+    fresh: AHashMap<u64, (i64, Vec<u32>)>,
+}
+
+/// Merge `pair` into `new_id` in the chunk whose header starts `word`
+/// (chunk `w`), and record what changed.
+fn merge_word(word: &mut [u32], w: u32, pair: Pair, new_id: u32, changes: &mut StepChanges) {
+    let len = word[0] as usize;
+    let count = u64::from(word[1]) | (u64::from(word[2]) << 32);
+    let StepChanges { lost, fresh } = changes;
+    let new_len = merge_pair_in_place(&mut word[HEADER..HEADER + len], pair, new_id, |p, delta| {
+        if p.0 == new_id || p.1 == new_id {
+            let entry = fresh.entry(pair_key(p)).or_insert_with(|| (0, Vec::new()));
+            entry.0 += i64::from(delta) * count as i64;
+            if delta > 0 && entry.1.last() != Some(&w) {
+                entry.1.push(w);
+            }
+        } else if p != pair {
+            // Old pairs only ever lose occurrences.
+            debug_assert!(delta < 0);
+            *lost.entry(pair_key(p)).or_insert(0) += count;
+        }
+    });
+    word[0] = new_len as u32;
+}
+
+/// How many chunks ahead of the one being merged to start loading.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Ask the CPU to start loading chunk `w` into cache. Visiting chunks is
+/// memory-latency bound (each visit is a cache miss on the chunk's header),
+/// and the merge list tells us the next chunks long before we need them.
+#[inline(always)]
+fn prefetch(arena: *const u32, arena_len: usize, w: u32) {
+    #[cfg(target_arch = "x86_64")]
+    if (w as usize) < arena_len {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch neither
+        // faults nor reads or writes memory as far as the program can tell;
+        // the address is inside the arena anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(arena.wrapping_add(w as usize).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (arena, arena_len, w);
+}
+
+/// The arena's base pointer, shared by the threads of one parallel merge.
+struct ArenaPtr(*mut u32);
+
+// SAFETY: used only in `Words::merge_parallel`, where each thread writes
+// chunks no other thread touches (see there).
+unsafe impl Send for ArenaPtr {}
+unsafe impl Sync for ArenaPtr {}
+
+impl ArenaPtr {
+    fn get(&self) -> *mut u32 {
+        self.0
+    }
 }
 
 impl Words {
-    fn from_chunks(chunks: AHashMap<Box<str>, u64>) -> Self {
-        // Sorting makes the arena, and so the work order, independent of hash
-        // seeds; the result would be identical either way.
-        let mut chunks: Vec<(Box<str>, u64)> = chunks.into_iter().filter(|(c, _)| c.len() >= 2).collect();
-        chunks.par_sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        let total: usize = chunks.iter().map(|(c, _)| c.len()).sum();
-        let mut symbols = Vec::with_capacity(total);
-        let mut spans = Vec::with_capacity(chunks.len());
-        let mut counts = Vec::with_capacity(chunks.len());
-        for (chunk, count) in chunks {
-            spans.push((symbols.len(), chunk.len() as u32));
-            symbols.extend(chunk.bytes().map(u32::from));
-            counts.push(count);
+    fn from_chunks(chunks: ChunkTable) -> Result<Self, BpeError> {
+        let ChunkTable { bytes, ends, counts, .. } = chunks;
+        let kept = ends
+            .iter()
+            .scan(0, |start, &end| {
+                let len = end - *start;
+                *start = end;
+                Some(len)
+            })
+            .filter(|&len| len >= 2);
+        let (words, symbols) = kept.fold((0, 0), |(w, s), len| (w + 1, s + len));
+        // Chunks are named by u32 offsets, which halves the merge lists. Natural
+        // text at the 1e9-character budget has far fewer distinct chunk bytes
+        // than that allows; a corpus that does not is refused, not mangled.
+        let ids = words * HEADER + symbols;
+        if u32::try_from(ids).is_err() {
+            return Err(BpeError::TooManyChunks { words, bytes: symbols });
         }
-        Self { symbols, spans, counts }
-    }
-
-    fn word(&self, w: usize) -> &[u32] {
-        let (start, len) = self.spans[w];
-        &self.symbols[start..start + len as usize]
+        let mut arena = Vec::with_capacity(ids);
+        let mut offsets = Vec::with_capacity(words);
+        let mut start = 0;
+        for (&end, &count) in ends.iter().zip(&counts) {
+            let chunk = &bytes[start..end];
+            start = end;
+            // A single byte has no pair to merge; leave it out.
+            if chunk.len() < 2 {
+                continue;
+            }
+            offsets.push(arena.len() as u32);
+            arena.extend([chunk.len() as u32, count as u32, (count >> 32) as u32]);
+            arena.extend(chunk.iter().map(|&b| u32::from(b)));
+        }
+        Ok(Self { arena, offsets, parallel_min_words: PARALLEL_MIN_WORDS })
     }
 
     /// Count every adjacent pair once, weighted by chunk count, and note
     /// which chunks hold it. Work is split over threads by chunk ranges and
     /// the partial tables are merged in order.
     fn initial_pair_stats(&self) -> AHashMap<u64, PairStats> {
-        let n = self.spans.len();
-        let pieces = (rayon::current_num_threads() * 4).max(1);
-        let step = n.div_ceil(pieces).max(1);
-        let partial: Vec<AHashMap<u64, PairStats>> = (0..n)
-            .step_by(step)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|lo| {
+        let pieces = rayon::current_num_threads().max(1) * 4;
+        let step = self.offsets.len().div_ceil(pieces).max(1);
+        let partial: Vec<AHashMap<u64, PairStats>> = self
+            .offsets
+            .par_chunks(step)
+            .map(|offsets| {
                 let mut stats: AHashMap<u64, PairStats> = AHashMap::new();
-                for w in lo..(lo + step).min(n) {
-                    let count = self.counts[w];
-                    for ids in self.word(w).windows(2) {
+                for &w in offsets {
+                    let word = &self.arena[w as usize..];
+                    let count = u64::from(word[1]) | (u64::from(word[2]) << 32);
+                    for ids in word[HEADER..HEADER + word[0] as usize].windows(2) {
                         let s = stats
                             .entry(pair_key((ids[0], ids[1])))
                             .or_insert_with(|| PairStats { count: 0, words: Vec::new() });
                         s.count += count;
                         // A pair repeated inside one chunk lists it once.
-                        if s.words.last() != Some(&(w as u32)) {
-                            s.words.push(w as u32);
+                        if s.words.last() != Some(&w) {
+                            s.words.push(w);
                         }
                     }
                 }
@@ -392,6 +664,50 @@ impl Words {
         all
     }
 
+    /// Merge `pair` into `new_id` in the chunks `occurrences`, one thread.
+    fn merge_serial(&mut self, occurrences: &[u32], pair: Pair, new_id: u32, changes: &mut StepChanges) {
+        for (i, &w) in occurrences.iter().enumerate() {
+            if let Some(&ahead) = occurrences.get(i + PREFETCH_AHEAD) {
+                prefetch(self.arena.as_ptr(), self.arena.len(), ahead);
+            }
+            let len = self.arena[w as usize] as usize;
+            merge_word(&mut self.arena[w as usize..w as usize + HEADER + len], w, pair, new_id, changes);
+        }
+    }
+
+    /// The same over all threads, each on a slice of `occurrences`; the
+    /// slices' changes come back in order so the merged chunk lists stay in
+    /// the same order as the serial path would leave them.
+    fn merge_parallel(&mut self, occurrences: &[u32], pair: Pair, new_id: u32) -> Vec<StepChanges> {
+        let arena_len = self.arena.len();
+        let base = ArenaPtr(self.arena.as_mut_ptr());
+        let step = occurrences.len().div_ceil(rayon::current_num_threads() * 2);
+        occurrences
+            .par_chunks(step)
+            .map(|ws| {
+                let mut changes = StepChanges::default();
+                for (i, &w) in ws.iter().enumerate() {
+                    if let Some(&ahead) = ws.get(i + PREFETCH_AHEAD) {
+                        prefetch(base.get(), arena_len, ahead);
+                    }
+                    // SAFETY: `occurrences` never lists a chunk twice and
+                    // chunks do not overlap, so every thread reads and writes
+                    // only regions no other thread touches; `self.arena` is
+                    // borrowed mutably for this whole call, so nothing else
+                    // can see it, and every region lies inside it.
+                    let word = unsafe {
+                        let header = base.get().add(w as usize);
+                        let len = HEADER + *header as usize;
+                        debug_assert!(w as usize + len <= arena_len);
+                        std::slice::from_raw_parts_mut(header, len)
+                    };
+                    merge_word(word, w, pair, new_id, &mut changes);
+                }
+                changes
+            })
+            .collect()
+    }
+
     /// Greedy BPE: up to `num_merges` merges, each of the pair with the highest
     /// count (ties: smallest pair). Returns the merged pairs in order; merge
     /// `i` created token `256 + i`.
@@ -400,7 +716,7 @@ impl Words {
     /// token `t` only ever *creates* pairs that contain `t`, and `t` did not
     /// exist before, so those pairs are brand new; every pair that already
     /// existed can only lose occurrences. Hence a heap entry's count is always
-    /// >= its pair's true count. When the top entry's count equals the true
+    /// at least its pair's true count. When the top entry's count equals the true
     /// count, every other pair's true count is <= its entry <= the top, and on
     /// equal counts the heap order already put the smaller pair on top; so the
     /// top is the exact argmax. When it is stale it is pushed back with the
@@ -409,6 +725,7 @@ impl Words {
     /// them, so every live pair has an entry.
     fn run_merges(&mut self, num_merges: u32, progress: &mut dyn FnMut(u32, u32)) -> Vec<Pair> {
         let mut stats = self.initial_pair_stats();
+        self.offsets = Vec::new();
         let mut heap: BinaryHeap<u128> = stats
             .iter()
             .filter(|(_, s)| s.count > 0)
@@ -418,8 +735,7 @@ impl Words {
 
         let mut merges: Vec<Pair> = Vec::with_capacity(num_merges as usize);
         let mut last_percent = 0;
-        // Pairs created during one merge step: net count change and chunks.
-        let mut fresh: AHashMap<u64, (i64, Vec<u32>)> = AHashMap::new();
+        let mut changes = StepChanges::default();
 
         while (merges.len() as u32) < num_merges {
             let Some(top) = heap.pop() else { break };
@@ -440,33 +756,38 @@ impl Words {
             // After this step the pair occurs nowhere, and no later merge can
             // recreate it (new pairs contain newer ids), so its entry goes.
             let occurrences = stats.remove(&key).expect("pair was just looked up").words;
-            for &w in &occurrences {
-                let (start, len) = self.spans[w as usize];
-                let count = self.counts[w as usize];
-                let ids = &mut self.symbols[start..start + len as usize];
-                let new_len = merge_pair_in_place(ids, pair, new_id, |p, delta| {
-                    if p.0 == new_id || p.1 == new_id {
-                        let entry = fresh.entry(pair_key(p)).or_insert_with(|| (0, Vec::new()));
-                        entry.0 += i64::from(delta) * count as i64;
-                        if delta > 0 && entry.1.last() != Some(&w) {
-                            entry.1.push(w);
-                        }
-                    } else if p != pair {
-                        // Old pairs only ever lose occurrences.
-                        debug_assert!(delta < 0);
-                        if let Some(s) = stats.get_mut(&pair_key(p)) {
-                            s.count -= count;
+            if occurrences.len() >= self.parallel_min_words && rayon::current_num_threads() > 1 {
+                for part in self.merge_parallel(&occurrences, pair, new_id) {
+                    for (key, lost) in part.lost {
+                        *changes.lost.entry(key).or_insert(0) += lost;
+                    }
+                    for (key, (delta, words)) in part.fresh {
+                        match changes.fresh.entry(key) {
+                            Entry::Occupied(mut e) => {
+                                e.get_mut().0 += delta;
+                                e.get_mut().1.extend_from_slice(&words);
+                            }
+                            Entry::Vacant(e) => {
+                                e.insert((delta, words));
+                            }
                         }
                     }
-                });
-                self.spans[w as usize].1 = new_len as u32;
+                }
+            } else {
+                self.merge_serial(&occurrences, pair, new_id, &mut changes);
             }
-            for (key, (delta, words)) in fresh.drain() {
+            for (key, lost) in changes.lost.drain() {
+                if let Some(s) = stats.get_mut(&key) {
+                    s.count -= lost;
+                }
+            }
+            for (key, (delta, words)) in changes.fresh.drain() {
                 debug_assert!(delta >= 0, "a new pair's net count went negative");
                 if delta > 0 {
                     let count = delta as u64;
                     heap.push(heap_entry(count, ((key >> 32) as u32, key as u32)));
-                    stats.insert(key, PairStats { count, words });
+                    let old = stats.insert(key, PairStats { count, words });
+                    debug_assert!(old.is_none(), "a pair with the new id already existed");
                 }
             }
 
@@ -544,7 +865,10 @@ impl Ranks {
             file.write_all(&text)?;
             file.sync_all()
         };
-        write().map_err(|e| io_err("write", &tmp, e))?;
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("write", &tmp, e));
+        }
         fs::rename(&tmp, path).map_err(|e| io_err("rename into place", path, e))?;
         // Make the rename itself durable. Directories cannot be opened for
         // syncing everywhere, so this part is best effort.
@@ -901,22 +1225,102 @@ mod tests {
             state ^= state << 17;
             state % n
         };
-        for round in 0..40 {
+        // Three threads and a threshold of one chunk force the parallel merge
+        // path in every other round, whatever the machine.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for round in 0..60 {
             let alphabet = [b"ab".as_slice(), b"abc", b"aab", b"a b"][round % 4];
-            let mut chunks: AHashMap<Box<str>, u64> = AHashMap::new();
+            let mut table = ChunkTable::default();
+            let mut as_words: Vec<(Vec<u32>, u64)> = Vec::new();
             for _ in 0..(1 + next(30)) {
                 let len = 1 + next(12) as usize;
-                let s: String =
-                    (0..len).map(|_| alphabet[next(alphabet.len() as u64) as usize] as char).collect();
-                *chunks.entry(s.into()).or_default() += 1 + next(5);
+                let chunk: Vec<u8> =
+                    (0..len).map(|_| alphabet[next(alphabet.len() as u64) as usize]).collect();
+                let count = 1 + next(5);
+                table.add(&chunk, count);
+                as_words.push((chunk.iter().map(|&b| u32::from(b)).collect(), count));
             }
-            let as_words: Vec<(Vec<u32>, u64)> =
-                chunks.iter().map(|(c, &n)| (c.bytes().map(u32::from).collect(), n)).collect();
             let expected = naive_merges(&as_words, 60);
-            let mut words = Words::from_chunks(chunks);
-            let actual = words.run_merges(60, &mut |_, _| {});
+            let mut words = Words::from_chunks(table).unwrap();
+            if round % 2 == 1 {
+                words.parallel_min_words = 1;
+            }
+            let actual = pool.install(|| words.run_merges(60, &mut |_, _| {}));
             assert_eq!(actual, expected, "round {round}");
         }
+    }
+
+    #[test]
+    fn test_chunk_table_counts_repeats_and_keeps_order() {
+        let mut table = ChunkTable::default();
+        for (chunk, n) in [(&b"ab"[..], 1), (b" the", 2), (b"ab", 3), (b"", 1), (b" the", 1)] {
+            table.add(chunk, n);
+        }
+        let chunks: Vec<(&[u8], u64)> =
+            (0..table.counts.len() as u32).map(|i| (table.chunk(i), table.counts[i as usize])).collect();
+        assert_eq!(chunks, vec![(&b"ab"[..], 4), (b" the", 3), (b"", 1)]);
+        // Distinct chunks that share a hash are told apart through the chain.
+        let mut table = ChunkTable::default();
+        for (chunk, n) in [(&b"x"[..], 1), (b"y", 2), (b"x", 3), (b"z", 4), (b"y", 5)] {
+            table.add_hashed(chunk, 42, n);
+        }
+        assert_eq!(table.counts, vec![4, 7, 4]);
+        assert_eq!(table.heads.len(), 1);
+    }
+
+    #[test]
+    fn test_fast_split_matches_the_fancy_pattern() {
+        let fancy = Regex::new(SPLIT_PATTERN).unwrap();
+        let fast = Regex::new(SPLIT_PATTERN_WITHOUT_FANCY).unwrap();
+        let check = |doc: &str| {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            split_fancy(&fancy, doc, |c| a.push(c)).unwrap();
+            split_fast(&fast, doc, |c| b.push(c)).unwrap();
+            assert_eq!(b, a, "{doc:?}");
+        };
+        for doc in [
+            "Hello   world  \n\n  x\t\ty \u{a0}\u{a0}z \u{3000}end   ",
+            "I DON'T think they'll; it's 'S 'sS ''ll '' 'x",
+            " \t\r\n \r\n\r\n  \n a  b\r\n  c\u{2028}\u{2028}d\u{85}\u{85} e   ",
+            "!!!   ???\n\n... -- \u{301}\u{301} é 123456 ١٢٣ ²³ ⅠⅡ 你好 🙂🙂 👨\u{200d}👩",
+            "tags 🏴\u{e0067}\u{e0062}\u{e007f}  private \u{f0000}\u{10fffd}  x",
+            "   ",
+            " ",
+            "",
+            "x  ",
+            "  x",
+        ] {
+            check(doc);
+        }
+        // Random strings over an alphabet chosen to hit every alternative and their edges.
+        let alphabet: Vec<char> =
+            " \t\r\n\u{a0}\u{3000}\u{2028}\u{85}\u{b}aZéß你'sStTlLvVrReEdDmM09١²Ⅳ!.,-_\u{301}\u{200d}🙂\u{e0067}\u{f0000}"
+                .chars()
+                .collect();
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let len = next(24);
+            let doc: String = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+            check(&doc);
+        }
+    }
+
+    #[test]
+    fn test_splitter_uses_the_fast_path_only_for_the_standard_pattern() {
+        assert!(Splitter::new(SPLIT_PATTERN).unwrap().fast.is_some());
+        assert!(Splitter::new(&format!("(?:{SPLIT_PATTERN})")).unwrap().fast.is_none());
+        let splitter = Splitter::new(SPLIT_PATTERN).unwrap();
+        let mut chunks = Vec::new();
+        for doc in ["a  b", "a \u{f0000} b"] {
+            splitter.for_each_chunk(doc, |c| chunks.push(c)).unwrap();
+        }
+        assert_eq!(chunks, vec!["a", " ", " b", "a", " \u{f0000}", " b"]);
     }
 
     #[test]

@@ -1,10 +1,880 @@
-//! FILE 2 — the train program (placeholder until the train program lands). The agent edits
-//! only this file; it imports everything fixed from `prepare`.
+//! FILE 2 — the train program. Single file, single device, read top to bottom.
+//!
+//! A GPT pretrained for a fixed wall-clock budget, then scored in validation bits per byte.
+//! Rebuilt in Rust on burn from Karpathy's autoresearch `train.py` (itself cherry-picked
+//! from nanochat): same model, same Muon + AdamW optimizer, same schedules.
+//!
+//! Fair game (this is the file the agent edits): the model, the optimizer, the
+//! hyperparameters, the loop, the batch size, the precision — anything in this file.
+//! Fixed (imported, never edited): everything in `prepare` — the time budget, the context
+//! length, the data and the tokenizer, the loader, `evaluate_bpb` (the metric) and the
+//! result record; the fused ops in `kernels`; this crate's Cargo.toml.
+//!
+//! Run: `ar train` (builds in release, runs like the original's `uv run train.py`).
+//! Items marked `pub(crate)` are also driven by `ar bench train` (src/bin/bench.rs), which
+//! times this file's training step against the PyTorch peer.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use prepare::hardware::{Hardware, peak_rss_mb};
+use prepare::{Cache, Loader, Split, Tokenizer, TrainStats, evaluate_bpb};
+
+// ---------------------------------------------------------------------------------------
+// Fused ops (composed here until the kernels crate provides them)
+// ---------------------------------------------------------------------------------------
+
+/// f32 machine epsilon: `F.rms_norm`'s default eps.
+const RMS_EPS: f32 = f32::EPSILON;
+
+/// RMSNorm over the last dimension, no learned weight.
+fn norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let ms = x.clone().square().mean_dim(D - 1);
+    x * ms.add_scalar(RMS_EPS).sqrt().recip()
+}
+
+/// Causal attention with a sliding window, layout [B, T, H, D]: query t attends keys
+/// t-window ..= t (flash-attn's `window_size=(window, 0)`); window >= T is full causal.
+fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, window: usize) -> Tensor<4> {
+    let [b, t, h, d] = q.dims();
+    let hkv = k.dims()[2];
+    let (q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+    if hkv != h {
+        // Grouped-query attention: each kv head serves h / hkv query heads.
+        k = k.unsqueeze_dim::<5>(2).repeat_dim(2, h / hkv).reshape([b, h, t, d]);
+        v = v.unsqueeze_dim::<5>(2).repeat_dim(2, h / hkv).reshape([b, h, t, d]);
+    }
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f32).sqrt());
+    let mask = window_mask(t, window, &scores.device());
+    let scores = scores.mask_fill(mask.unsqueeze::<4>(), f32::NEG_INFINITY);
+    let p = burn::tensor::activation::softmax(scores, 3);
+    p.matmul(v).swap_dims(1, 2)
+}
+
+/// [T, T] mask, true where the key may NOT be attended.
+fn window_mask(t: usize, window: usize, device: &Device) -> Tensor<2, burn::tensor::Bool> {
+    let mut m = vec![true; t * t];
+    for i in 0..t {
+        for j in i.saturating_sub(window)..=i {
+            m[i * t + j] = false;
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [t, t]), device)
+}
+
+/// Mean cross-entropy of `cap·tanh(logits/cap)` against `targets`.
+fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f32) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let z = logits.div_scalar(cap).tanh().mul_scalar(cap);
+    let logp = burn::tensor::activation::log_softmax(z, 1);
+    logp.gather(1, targets.reshape([n, 1])).mean().neg()
+}
+
+// ---------------------------------------------------------------------------------------
+// GPT model
+// ---------------------------------------------------------------------------------------
+
+/// Shape of the network.
+#[derive(Debug, Clone)]
+pub(crate) struct GptConfig {
+    pub(crate) sequence_len: usize,
+    pub(crate) vocab_size: usize,
+    pub(crate) n_layer: usize,
+    pub(crate) n_head: usize,
+    pub(crate) n_kv_head: usize,
+    pub(crate) n_embd: usize,
+    pub(crate) window_pattern: &'static str,
+}
+
+impl GptConfig {
+    fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Per-layer attention windows: S = half the context, L = all of it; the last layer
+    /// is always L.
+    pub(crate) fn window_sizes(&self) -> Vec<usize> {
+        let pattern: Vec<char> = self.window_pattern.to_uppercase().chars().collect();
+        assert!(pattern.iter().all(|c| *c == 'S' || *c == 'L'), "WINDOW_PATTERN uses only S and L");
+        let mut w: Vec<usize> = (0..self.n_layer)
+            .map(
+                |i| if pattern[i % pattern.len()] == 'L' { self.sequence_len } else { self.sequence_len / 2 },
+            )
+            .collect();
+        *w.last_mut().expect("at least one layer") = self.sequence_len;
+        w
+    }
+}
+
+/// Layers with a value embedding: every other one, counting back from the last.
+fn has_ve(layer: usize, n_layer: usize) -> bool {
+    layer % 2 == (n_layer - 1) % 2
+}
+
+/// Input channels the value-embedding gate looks at.
+const VE_GATE_CHANNELS: usize = 32;
+
+/// Logit soft cap: logits are squashed into (-15, 15).
+const SOFTCAP: f32 = 15.0;
+
+/// One transformer block. Weights are [out, in], as torch stores them.
+struct Block {
+    c_q: Tensor<2>,
+    c_k: Tensor<2>,
+    c_v: Tensor<2>,
+    c_proj: Tensor<2>,
+    c_fc: Tensor<2>,
+    mlp_proj: Tensor<2>,
+    /// [n_kv_head, VE_GATE_CHANNELS] on layers with a value embedding.
+    ve_gate: Option<Tensor<2>>,
+}
+
+/// The GPT: token embedding → RMSNorm → blocks (with x0 and value residuals) → RMSNorm →
+/// untied head → soft cap.
+pub(crate) struct Gpt {
+    config: GptConfig,
+    windows: Vec<usize>,
+    wte: Tensor<2>,
+    blocks: Vec<Block>,
+    lm_head: Tensor<2>,
+    /// [1, n_layer]: scale of the residual stream entering each layer.
+    resid_lambdas: Tensor<2>,
+    /// [1, n_layer]: how much of the normalized embedding is re-injected into each layer.
+    x0_lambdas: Tensor<2>,
+    /// [vocab, kv_dim] on layers with a value embedding.
+    value_embeds: Vec<Option<Tensor<2>>>,
+    /// RoPE tables, [1, T, 1, head_dim/2].
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+/// `x @ w.T` for x [N, in] and w [out, in]; the transpose is a free strided view.
+fn linear(x: Tensor<2>, w: &Tensor<2>) -> Tensor<2> {
+    x.matmul(w.clone().transpose())
+}
+
+/// Rotary position embedding on [B, T, H, D]: rotate the two halves of each head.
+fn apply_rotary_emb(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let [b, t, h, d] = x.dims();
+    let half = d / 2;
+    let x1 = x.clone().slice([0..b, 0..t, 0..h, 0..half]);
+    let x2 = x.slice([0..b, 0..t, 0..h, half..d]);
+    let y1 = x1.clone() * cos.clone() + x2.clone() * sin.clone();
+    let y2 = x2 * cos.clone() - x1 * sin.clone();
+    Tensor::cat(vec![y1, y2], 3)
+}
+
+impl Block {
+    /// x: [B·T, C] normalized input → attention output [B·T, C].
+    fn attn(
+        &self,
+        x: Tensor<2>,
+        ve: Option<Tensor<2>>,
+        gpt: &Gpt,
+        window: usize,
+        b: usize,
+        t: usize,
+    ) -> Tensor<2> {
+        let cfg = &gpt.config;
+        let (h, hkv, d) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim());
+        let q = linear(x.clone(), &self.c_q).reshape([b, t, h, d]);
+        let k = linear(x.clone(), &self.c_k).reshape([b, t, hkv, d]);
+        let mut v = linear(x.clone(), &self.c_v);
+        // Value residual (ResFormer): mix in the value embedding, gated per head in (0, 2).
+        if let (Some(ve), Some(gate_w)) = (ve, &self.ve_gate) {
+            let gate =
+                sigmoid(linear(x.clone().slice([0..b * t, 0..VE_GATE_CHANNELS]), gate_w)).mul_scalar(2.0);
+            let gate = gate.reshape([b * t, hkv, 1]);
+            v = v + (ve.reshape([b * t, hkv, d]) * gate).reshape([b * t, hkv * d]);
+        }
+        let v = v.reshape([b, t, hkv, d]);
+        let q = norm(apply_rotary_emb(q, &gpt.cos, &gpt.sin));
+        let k = norm(apply_rotary_emb(k, &gpt.cos, &gpt.sin));
+        let y = attention(q, k, v, window).reshape([b * t, h * d]);
+        linear(y, &self.c_proj)
+    }
+
+    /// relu² MLP.
+    fn mlp(&self, x: Tensor<2>) -> Tensor<2> {
+        linear(relu(linear(x, &self.c_fc)).square(), &self.mlp_proj)
+    }
+}
+
+impl Gpt {
+    /// Builds the model with the original's `init_weights`, from a host RNG so every
+    /// backend starts from the same numbers.
+    pub(crate) fn new(config: GptConfig, device: &Device, seed: u64) -> Gpt {
+        let mut rng = Rng::new(seed);
+        let (c, v, l) = (config.n_embd, config.vocab_size, config.n_layer);
+        let kv_dim = config.n_kv_head * config.head_dim();
+        let s = 3f32.sqrt() / (c as f32).sqrt();
+        let mut uniform = |r: usize, cols: usize| rng.uniform(r, cols, s, device);
+        let mut blocks = Vec::with_capacity(l);
+        for i in 0..l {
+            blocks.push(Block {
+                c_q: uniform(config.n_head * config.head_dim(), c),
+                c_k: uniform(kv_dim, c),
+                c_v: uniform(kv_dim, c),
+                c_proj: zeros(c, c, device),
+                c_fc: uniform(4 * c, c),
+                mlp_proj: zeros(c, 4 * c, device),
+                ve_gate: has_ve(i, l).then(|| zeros(config.n_kv_head, VE_GATE_CHANNELS, device)),
+            });
+        }
+        let value_embeds = (0..l).map(|i| has_ve(i, l).then(|| uniform(v, kv_dim))).collect();
+        let wte = rng.normal(v, c, 1.0, device);
+        let lm_head = rng.normal(v, c, 0.001, device);
+        let (cos, sin) = rotary_tables(config.sequence_len, config.head_dim(), device);
+        Gpt {
+            windows: config.window_sizes(),
+            wte,
+            blocks,
+            lm_head,
+            resid_lambdas: full(1, l, 1.0, device),
+            x0_lambdas: full(1, l, 0.1, device),
+            value_embeds,
+            cos,
+            sin,
+            config,
+        }
+    }
+
+    /// Logits [B·T, vocab] (soft-capped) for token ids [B, T].
+    fn forward(&self, idx: Tensor<2, Int>) -> Tensor<2> {
+        let [b, t] = idx.dims();
+        let flat = idx.reshape([b * t]);
+        let mut x = norm(self.wte.clone().select(0, flat.clone()));
+        let x0 = x.clone();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let rl = self.resid_lambdas.clone().slice([0..1, i..i + 1]);
+            let xl = self.x0_lambdas.clone().slice([0..1, i..i + 1]);
+            x = x * rl + x0.clone() * xl;
+            let ve = self.value_embeds[i].as_ref().map(|table| table.clone().select(0, flat.clone()));
+            x = x.clone() + block.attn(norm(x.clone()), ve, self, self.windows[i], b, t);
+            x = x.clone() + block.mlp(norm(x));
+        }
+        linear(norm(x), &self.lm_head)
+    }
+
+    /// Mean training loss for inputs and targets [B, T].
+    fn loss(&self, idx: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
+        let [b, t] = targets.dims();
+        softcap_cross_entropy(self.forward(idx), targets.reshape([b * t]), SOFTCAP)
+    }
+
+    /// Soft-capped logits [B, T, vocab] for evaluation.
+    fn eval_logits(&self, idx: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = idx.dims();
+        let logits = self.forward(idx);
+        logits.div_scalar(SOFTCAP).tanh().mul_scalar(SOFTCAP).reshape([b, t, self.config.vocab_size])
+    }
+
+    /// Every parameter with its optimizer group, in a fixed order.
+    pub(crate) fn params_mut(&mut self) -> Vec<(Group, &mut Tensor<2>)> {
+        let mut out: Vec<(Group, &mut Tensor<2>)> = vec![
+            (Group::LmHead, &mut self.lm_head),
+            (Group::Embedding, &mut self.wte),
+            (Group::Resid, &mut self.resid_lambdas),
+            (Group::X0, &mut self.x0_lambdas),
+        ];
+        for ve in self.value_embeds.iter_mut().flatten() {
+            out.push((Group::ValueEmbedding, ve));
+        }
+        for b in &mut self.blocks {
+            out.extend([
+                (Group::Matrix, &mut b.c_q),
+                (Group::Matrix, &mut b.c_k),
+                (Group::Matrix, &mut b.c_v),
+                (Group::Matrix, &mut b.c_proj),
+                (Group::Matrix, &mut b.c_fc),
+                (Group::Matrix, &mut b.mlp_proj),
+            ]);
+            if let Some(g) = b.ve_gate.as_mut() {
+                out.push((Group::Matrix, g));
+            }
+        }
+        out
+    }
+
+    /// Makes every parameter a tracked leaf on `device` (autodiff) or plain (inference).
+    pub(crate) fn with_grad(mut self) -> Gpt {
+        for (_, p) in self.params_mut() {
+            *p = p.clone().autodiff().require_grad();
+        }
+        self
+    }
+
+    /// A copy whose parameters carry no autodiff (shares storage; for evaluation).
+    fn frozen(&self) -> Gpt {
+        let mut copy = Gpt {
+            config: self.config.clone(),
+            windows: self.windows.clone(),
+            wte: self.wte.clone(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| Block {
+                    c_q: b.c_q.clone(),
+                    c_k: b.c_k.clone(),
+                    c_v: b.c_v.clone(),
+                    c_proj: b.c_proj.clone(),
+                    c_fc: b.c_fc.clone(),
+                    mlp_proj: b.mlp_proj.clone(),
+                    ve_gate: b.ve_gate.clone(),
+                })
+                .collect(),
+            lm_head: self.lm_head.clone(),
+            resid_lambdas: self.resid_lambdas.clone(),
+            x0_lambdas: self.x0_lambdas.clone(),
+            value_embeds: self.value_embeds.clone(),
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+        };
+        for (_, p) in copy.params_mut() {
+            *p = p.clone().inner();
+        }
+        copy
+    }
+
+    /// Parameter counts as the original's `num_scaling_params`.
+    fn num_params(&mut self) -> usize {
+        self.params_mut().iter().map(|(_, p)| p.dims().iter().product::<usize>()).sum()
+    }
+
+    /// Forward + backward FLOPs per token, as the original's `estimate_flops`: 6 per
+    /// matrix weight (embeddings and scalars excluded) plus attention over each window.
+    pub(crate) fn estimate_flops(&mut self) -> f64 {
+        let cfg = self.config.clone();
+        let windows = self.windows.clone();
+        let matrices: usize = self
+            .params_mut()
+            .iter()
+            .filter(|(g, _)| matches!(g, Group::Matrix | Group::LmHead))
+            .map(|(_, p)| p.dims().iter().product::<usize>())
+            .sum();
+        let attn: usize =
+            windows.iter().map(|&w| 12 * cfg.n_head * cfg.head_dim() * w.min(cfg.sequence_len)).sum();
+        (6 * matrices + attn) as f64
+    }
+}
+
+/// cos/sin tables [1, T, 1, D/2] for RoPE with base 10000.
+fn rotary_tables(t: usize, head_dim: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    let half = head_dim / 2;
+    let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+    for pos in 0..t {
+        for i in 0..half {
+            let inv_freq = 1.0 / 10000f64.powf((2 * i) as f64 / head_dim as f64);
+            let angle = pos as f64 * inv_freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, t, 1, half]), device);
+    (table(cos), table(sin))
+}
+
+fn zeros(r: usize, c: usize, device: &Device) -> Tensor<2> {
+    Tensor::zeros([r, c], device)
+}
+
+fn full(r: usize, c: usize, value: f32, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(vec![value; r * c], [r, c]), device)
+}
+
+/// SplitMix64 with Box–Muller: the same weights on every backend and every run.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn uniform(&mut self, r: usize, c: usize, bound: f32, device: &Device) -> Tensor<2> {
+        let v: Vec<f32> = (0..r * c).map(|_| ((self.next_f64() * 2.0 - 1.0) as f32) * bound).collect();
+        Tensor::from_data(TensorData::new(v, [r, c]), device)
+    }
+    fn normal(&mut self, r: usize, c: usize, std: f32, device: &Device) -> Tensor<2> {
+        let v: Vec<f32> = (0..r * c)
+            .map(|_| {
+                let (u1, u2) = (self.next_f64().max(1e-300), self.next_f64());
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32 * std
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(v, [r, c]), device)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Optimizer: MuonAdamW (AdamW for embeddings, head and scalars; Muon for block matrices)
+// ---------------------------------------------------------------------------------------
+
+/// Which rule updates a parameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Group {
+    LmHead,
+    Embedding,
+    ValueEmbedding,
+    Resid,
+    X0,
+    Matrix,
+}
+
+/// Polar Express coefficients: five odd-polynomial steps that push every singular value
+/// of the update towards 1 (a faster-converging Newton–Schulz).
+const POLAR_EXPRESS: [(f32, f32, f32); 5] = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+];
+
+/// Approximately orthogonalizes g (singular values → ~1), iterating on the smaller Gram
+/// matrix so tall and wide matrices cost the same.
+fn polar_express(g: Tensor<2>) -> Tensor<2> {
+    let [r, c] = g.dims();
+    let frob = g.clone().square().sum().sqrt().reshape([1, 1]);
+    let mut x = g / frob.mul_scalar(1.02).add_scalar(1e-6);
+    for (a, b, cc) in POLAR_EXPRESS {
+        if r > c {
+            let gram = x.clone().transpose().matmul(x.clone());
+            let poly = gram.clone().mul_scalar(b) + gram.clone().matmul(gram).mul_scalar(cc);
+            x = x.clone().mul_scalar(a) + x.matmul(poly);
+        } else {
+            let gram = x.clone().matmul(x.clone().transpose());
+            let poly = gram.clone().mul_scalar(b) + gram.clone().matmul(gram).mul_scalar(cc);
+            x = x.clone().mul_scalar(a) + poly.matmul(x);
+        }
+    }
+    x
+}
+
+/// Optimizer state of one parameter.
+enum Slot {
+    Adam { m: Tensor<2>, v: Tensor<2>, step: i32 },
+    Muon { momentum: Tensor<2>, second: Tensor<2> },
+}
+
+/// Learning rates and betas per group, as the original's `setup_optimizer`.
+pub(crate) struct MuonAdamW {
+    slots: Vec<Slot>,
+    dmodel_lr_scale: f64,
+}
+
+/// The schedule-dependent knobs for one step.
+pub(crate) struct StepKnobs {
+    pub(crate) lr_multiplier: f64,
+    pub(crate) muon_momentum: f64,
+    pub(crate) muon_weight_decay: f64,
+}
+
+impl MuonAdamW {
+    pub(crate) fn new(model: &mut Gpt) -> MuonAdamW {
+        let dmodel_lr_scale = (model.config.n_embd as f64 / 768.0).powf(-0.5);
+        println!("Scaling AdamW LRs by 1/sqrt({}/768) = {dmodel_lr_scale:.6}", model.config.n_embd);
+        let slots = model
+            .params_mut()
+            .into_iter()
+            .map(|(group, p)| {
+                let p = p.clone().inner();
+                match group {
+                    Group::Matrix => {
+                        let [r, c] = p.dims();
+                        let second = if r >= c { [r, 1] } else { [1, c] };
+                        Slot::Muon { momentum: p.zeros_like(), second: Tensor::zeros(second, &p.device()) }
+                    }
+                    _ => Slot::Adam { m: p.zeros_like(), v: p.zeros_like(), step: 0 },
+                }
+            })
+            .collect();
+        MuonAdamW { slots, dmodel_lr_scale }
+    }
+
+    /// One update of every parameter from its (inner) gradient.
+    pub(crate) fn step(&mut self, model: &mut Gpt, grads: Vec<Tensor<2>>, knobs: &StepKnobs) {
+        for (((group, param), grad), slot) in model.params_mut().into_iter().zip(grads).zip(&mut self.slots) {
+            let p = param.clone().inner();
+            let updated = match slot {
+                Slot::Adam { m, v, step } => {
+                    let (lr0, b1, b2) = adam_hyper(group, self.dmodel_lr_scale);
+                    *step += 1;
+                    adamw_update(p, grad, m, v, *step, lr0 * knobs.lr_multiplier, b1, b2)
+                }
+                Slot::Muon { momentum, second } => muon_update(p, grad, momentum, second, knobs),
+            };
+            *param = updated.autodiff().require_grad();
+        }
+    }
+}
+
+/// (initial lr, beta1, beta2) of an AdamW group, as the original's `setup_optimizer`.
+fn adam_hyper(group: Group, dmodel_lr_scale: f64) -> (f64, f64, f64) {
+    let (b1, b2) = ADAM_BETAS;
+    match group {
+        Group::LmHead => (UNEMBEDDING_LR * dmodel_lr_scale, b1, b2),
+        Group::Embedding | Group::ValueEmbedding => (EMBEDDING_LR * dmodel_lr_scale, b1, b2),
+        Group::Resid => (SCALAR_LR * 0.01, b1, b2),
+        Group::X0 => (SCALAR_LR, 0.96, 0.95),
+        Group::Matrix => unreachable!("Muon group"),
+    }
+}
+
+/// AdamW (no weight decay in any of the original's AdamW groups; eps 1e-10).
+#[allow(clippy::too_many_arguments)]
+fn adamw_update(
+    p: Tensor<2>,
+    grad: Tensor<2>,
+    m: &mut Tensor<2>,
+    v: &mut Tensor<2>,
+    step: i32,
+    lr: f64,
+    b1: f64,
+    b2: f64,
+) -> Tensor<2> {
+    *m = m.clone().mul_scalar(b1) + grad.clone().mul_scalar(1.0 - b1);
+    *v = v.clone().mul_scalar(b2) + grad.square().mul_scalar(1.0 - b2);
+    let bias1 = 1.0 - b1.powi(step);
+    let bias2 = 1.0 - b2.powi(step);
+    let denom = v.clone().div_scalar(bias2).sqrt().add_scalar(1e-10);
+    p - (m.clone() / denom).mul_scalar(lr / bias1)
+}
+
+/// Muon: Nesterov momentum → Polar Express → NorMuon variance reduction → cautious
+/// weight decay. Per matrix (the original stacks equal shapes only to batch the work).
+fn muon_update(
+    p: Tensor<2>,
+    grad: Tensor<2>,
+    momentum: &mut Tensor<2>,
+    second: &mut Tensor<2>,
+    knobs: &StepKnobs,
+) -> Tensor<2> {
+    let [r, c] = p.dims();
+    let mu = knobs.muon_momentum;
+    *momentum = momentum.clone().mul_scalar(mu) + grad.clone().mul_scalar(1.0 - mu);
+    let g = grad.mul_scalar(1.0 - mu) + momentum.clone().mul_scalar(mu);
+    let x = polar_express(g);
+    // NorMuon: per-row (tall) or per-column (wide) second moment, rescaled so the update
+    // keeps its overall norm.
+    let red_dim = if r >= c { 1 } else { 0 };
+    let red_size = if r >= c { c } else { r } as f64;
+    let v_mean = x.clone().square().mean_dim(red_dim);
+    let v_norm = v_mean.clone().sum().mul_scalar(red_size).sqrt().reshape([1, 1]);
+    *second = second.clone().mul_scalar(MUON_BETA2) + v_mean.clone().mul_scalar(1.0 - MUON_BETA2);
+    let step_size = second.clone().clamp_min(1e-10).sqrt().recip();
+    let scaled_sq = v_mean.mul_scalar(red_size) * step_size.clone().square();
+    let v_norm_new = scaled_sq.sum().sqrt().reshape([1, 1]).clamp_min(1e-10);
+    let g = x * (step_size * (v_norm / v_norm_new));
+    // Cautious weight decay: decay only where the update and the weight agree in sign.
+    let lr = MATRIX_LR * knobs.lr_multiplier * (r as f64 / c as f64).max(1.0).sqrt();
+    let wd = knobs.muon_weight_decay;
+    let agree = (g.clone() * p.clone()).greater_equal_elem(0.0).float();
+    p.clone() - g.mul_scalar(lr) - (p * agree).mul_scalar(lr * wd)
+}
+
+// ---------------------------------------------------------------------------------------
+// Hyperparameters (edit these directly, no CLI flags)            original h100 value →
+// ---------------------------------------------------------------------------------------
+
+// Model architecture
+const DEPTH: usize = 4; // number of transformer layers                               8
+const ASPECT_RATIO: usize = 64; // model_dim = DEPTH × ASPECT_RATIO                    64
+const HEAD_DIM: usize = 64; // attention head dimension                                128
+const WINDOW_PATTERN: &str = "SSSL"; // sliding windows: L = full, S = half context     "SSSL"
+
+// Optimization
+const TOTAL_BATCH_SIZE: usize = 1 << 12; // tokens per optimizer step                  2^19
+const DEVICE_BATCH_SIZE: usize = 16; // sequences per forward/backward                  128
+const EMBEDDING_LR: f64 = 0.6; // token and value embeddings (AdamW)                   0.6
+const UNEMBEDDING_LR: f64 = 0.004; // lm_head (AdamW)                                  0.004
+const MATRIX_LR: f64 = 0.04; // block matrices (Muon)                                  0.04
+const SCALAR_LR: f64 = 0.5; // per-layer scalars (AdamW)                               0.5
+const WEIGHT_DECAY: f64 = 0.2; // cautious weight decay for Muon                       0.2
+const ADAM_BETAS: (f64, f64) = (0.8, 0.95); // AdamW beta1, beta2                      (0.8, 0.95)
+const MUON_BETA2: f64 = 0.95; // NorMuon second-moment decay                           0.95
+const WARMUP_RATIO: f64 = 0.0; // fraction of the budget for LR warm-up                0.0
+const WARMDOWN_RATIO: f64 = 0.5; // fraction of the budget for LR warm-down            0.5
+const FINAL_LR_FRAC: f64 = 0.0; // final LR as a fraction of the initial              0.0
+
+// Run
+const SEED: u64 = 42; // weights; the data order is fixed by prepare                   42
+const WARMUP_STEPS: usize = 10; // first steps left off the clock (compile, warm-up)    10
+const LOG_EVERY: usize = 10; // steps between loss read-outs (each one syncs the device)  1
+
+// ---------------------------------------------------------------------------------------
+// Schedules (all on progress = training time / TIME_BUDGET)
+// ---------------------------------------------------------------------------------------
+
+pub(crate) fn lr_multiplier(progress: f64) -> f64 {
+    if progress < WARMUP_RATIO {
+        if WARMUP_RATIO > 0.0 { progress / WARMUP_RATIO } else { 1.0 }
+    } else if progress < 1.0 - WARMDOWN_RATIO {
+        1.0
+    } else {
+        let cooldown = (1.0 - progress) / WARMDOWN_RATIO;
+        cooldown + (1.0 - cooldown) * FINAL_LR_FRAC
+    }
+}
+
+pub(crate) fn muon_momentum(step: usize) -> f64 {
+    let frac = (step as f64 / 300.0).min(1.0);
+    (1.0 - frac) * 0.85 + frac * 0.95
+}
+
+pub(crate) fn muon_weight_decay(progress: f64) -> f64 {
+    WEIGHT_DECAY * (1.0 - progress)
+}
+
+/// One optimizer step's worth of gradients: `accum` micro-batches from `next_batch`,
+/// each loss scaled by 1/accum, gradients summed. Returns them (inner tensors, in
+/// `params_mut` order) and the last micro-batch's unscaled loss, without a device sync.
+pub(crate) fn forward_backward(
+    model: &mut Gpt,
+    next_batch: &mut dyn FnMut() -> prepare::Result<(Tensor<2, Int>, Tensor<2, Int>)>,
+    accum: usize,
+) -> prepare::Result<(Vec<Tensor<2>>, Tensor<1>)> {
+    let mut grads: Option<Vec<Tensor<2>>> = None;
+    let mut last_loss = None;
+    for _ in 0..accum {
+        let (x, y) = next_batch()?;
+        let loss = model.loss(x, y);
+        let g = loss.clone().div_scalar(accum as f32).backward();
+        let micro: Vec<Tensor<2>> = model
+            .params_mut()
+            .into_iter()
+            .map(|(_, p)| p.grad(&g).unwrap_or_else(|| p.clone().inner().zeros_like()))
+            .collect();
+        grads = Some(match grads {
+            None => micro,
+            Some(acc) => acc.into_iter().zip(micro).map(|(a, b)| a + b).collect(),
+        });
+        last_loss = Some(loss.detach().inner());
+    }
+    Ok((grads.expect("accum >= 1"), last_loss.expect("accum >= 1")))
+}
+
+// ---------------------------------------------------------------------------------------
+// Setup: device, tokenizer, model, optimizer, data
+// ---------------------------------------------------------------------------------------
+
+/// The device: CPU (burn's Flex) unless built with a GPU feature; `AR_DEVICE` picks
+/// explicitly (cpu, cuda, wgpu).
+fn pick_device() -> (Device, String, Option<String>) {
+    let wanted = std::env::var("AR_DEVICE").unwrap_or_default();
+    #[cfg(feature = "cuda")]
+    if wanted.is_empty() || wanted == "cuda" {
+        return (Device::cuda(0), "cuda:0".to_string(), Some(cuda_name()));
+    }
+    #[cfg(feature = "wgpu")]
+    if wanted.is_empty() || wanted == "wgpu" {
+        return (
+            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            "wgpu".to_string(),
+            Some("wgpu adapter".to_string()),
+        );
+    }
+    if !wanted.is_empty() && wanted != "cpu" {
+        eprintln!("AR_DEVICE={wanted} is not available in this build; using the CPU");
+    }
+    (Device::flex(), "flex (cpu)".to_string(), None)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_name() -> String {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "CUDA GPU".to_string())
+}
 
 fn main() {
-    let profile = prepare::Profile::active().unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2)
-    });
-    println!("train: profile {} (the train program has not landed yet)", profile.name);
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> prepare::Result<()> {
+    let t_start = Instant::now();
+    let (device, device_name, gpu) = pick_device();
+    device.seed(SEED);
+    let cache = Cache::open_active()?;
+    let profile = cache.profile;
+    let tokenizer = Arc::new(Tokenizer::load(&cache)?);
+    let vocab_size = tokenizer.vocab_size();
+    println!("Profile: {} | data: {} | device: {device_name}", profile.name, cache.data_label());
+    println!("Vocab size: {vocab_size}");
+
+    let base_dim = DEPTH * ASPECT_RATIO;
+    let model_dim = base_dim.div_ceil(HEAD_DIM) * HEAD_DIM;
+    let config = GptConfig {
+        sequence_len: profile.max_seq_len,
+        vocab_size,
+        n_layer: DEPTH,
+        n_head: model_dim / HEAD_DIM,
+        n_kv_head: model_dim / HEAD_DIM,
+        n_embd: model_dim,
+        window_pattern: WINDOW_PATTERN,
+    };
+    println!("Model config: {config:?}");
+    let mut model = Gpt::new(config, &device, SEED).with_grad();
+    let num_params = model.num_params();
+    let flops_per_token = model.estimate_flops();
+    println!("Parameters: {num_params} | FLOPs per token: {flops_per_token:e}");
+
+    let tokens_per_fwdbwd = DEVICE_BATCH_SIZE * profile.max_seq_len;
+    assert!(
+        TOTAL_BATCH_SIZE % tokens_per_fwdbwd == 0,
+        "TOTAL_BATCH_SIZE must be a multiple of DEVICE_BATCH_SIZE × MAX_SEQ_LEN = {tokens_per_fwdbwd}"
+    );
+    let grad_accum_steps = TOTAL_BATCH_SIZE / tokens_per_fwdbwd;
+    let mut optimizer = MuonAdamW::new(&mut model);
+    let mut train_loader =
+        Loader::new(&cache, &tokenizer, DEVICE_BATCH_SIZE, profile.max_seq_len, Split::Train)?;
+    let mut batch = train_loader.next_batch()?;
+    let hardware = Hardware::detect(gpu.clone());
+    let peak_flops = hardware.peak_flops(false);
+    println!("Time budget: {}s | gradient accumulation steps: {grad_accum_steps}", profile.time_budget_secs);
+
+    // -----------------------------------------------------------------------------------
+    // Training loop
+    // -----------------------------------------------------------------------------------
+    let interactive = std::io::stdout().is_terminal();
+    let t_start_training = Instant::now();
+    let mut total_training_time = 0.0f64;
+    let mut ema = 0.0f64;
+    let mut readouts = 0i32;
+    let mut step = 0usize;
+    let mut last_sync = Instant::now();
+    let mut steps_since_sync = 0usize;
+    loop {
+        let (grads, loss_value) = forward_backward(
+            &mut model,
+            &mut || {
+                let (x, y) = batch.tensors(&device);
+                batch = train_loader.next_batch()?;
+                Ok((x, y))
+            },
+            grad_accum_steps,
+        )?;
+        let progress = (total_training_time / profile.time_budget_secs).min(1.0);
+        let knobs = StepKnobs {
+            lr_multiplier: lr_multiplier(progress),
+            muon_momentum: muon_momentum(step),
+            muon_weight_decay: muon_weight_decay(progress),
+        };
+        optimizer.step(&mut model, grads, &knobs);
+        step += 1;
+        steps_since_sync += 1;
+
+        // The budget is checked every step on the host clock; the loss is read (a device
+        // sync) only every LOG_EVERY steps, every warm-up step, and when the budget looks
+        // spent, so the clock is re-anchored to a true step boundary before stopping.
+        let unsynced = last_sync.elapsed().as_secs_f64();
+        let budget_spent = step > WARMUP_STEPS && total_training_time + unsynced >= profile.time_budget_secs;
+        if step <= WARMUP_STEPS || steps_since_sync >= LOG_EVERY || budget_spent {
+            let loss_f = loss_value.into_scalar::<f32>() as f64;
+            if loss_f.is_nan() || loss_f > 100.0 {
+                println!();
+                println!("FAIL");
+                std::process::exit(1);
+            }
+            let now = Instant::now();
+            let window = now.duration_since(last_sync).as_secs_f64();
+            let dt = window / steps_since_sync as f64;
+            if step > WARMUP_STEPS {
+                // Only the steps after the warm-up count; the first counted step's share
+                // of a window that straddles the boundary is pro-rated.
+                let counted = (step - WARMUP_STEPS).min(steps_since_sync);
+                total_training_time += dt * counted as f64;
+            }
+            last_sync = now;
+            steps_since_sync = 0;
+            readouts += 1;
+            ema = 0.9 * ema + 0.1 * loss_f;
+            let smooth_loss = ema / (1.0 - 0.9f64.powi(readouts));
+            let tok_per_sec = TOTAL_BATCH_SIZE as f64 / dt;
+            let mfu = 100.0 * flops_per_token * tok_per_sec / peak_flops;
+            let remaining = (profile.time_budget_secs - total_training_time).max(0.0);
+            let line = format!(
+                "step {step:05} ({:.1}%) | loss: {smooth_loss:.6} | lrm: {:.2} | dt: {:.0}ms | tok/sec: {:.0} | mfu: {mfu:.1}% | epoch: {} | remaining: {remaining:.0}s",
+                100.0 * progress,
+                knobs.lr_multiplier,
+                dt * 1000.0,
+                tok_per_sec,
+                batch.epoch
+            );
+            if interactive {
+                print!("\r{line}    ");
+            } else {
+                println!("{line}");
+            }
+            let _ = std::io::stdout().flush();
+            if step > WARMUP_STEPS && total_training_time >= profile.time_budget_secs {
+                break;
+            }
+        }
+    }
+    println!();
+    let compile_seconds = t_start_training.elapsed().as_secs_f64() - total_training_time
+        + t_start_training.duration_since(t_start).as_secs_f64();
+
+    // -----------------------------------------------------------------------------------
+    // Evaluation: val (the metric) and test (held out, reported only)
+    // -----------------------------------------------------------------------------------
+    let t_eval = Instant::now();
+    let frozen = model.frozen();
+    let inference = device.clone().inner();
+    let val_bpb = evaluate_bpb(&cache, &tokenizer, DEVICE_BATCH_SIZE, Split::Val, &inference, |x| {
+        frozen.eval_logits(x)
+    })?;
+    let test_bpb = evaluate_bpb(&cache, &tokenizer, DEVICE_BATCH_SIZE, Split::Test, &inference, |x| {
+        frozen.eval_logits(x)
+    })?;
+    let eval_seconds = t_eval.elapsed().as_secs_f64();
+
+    // -----------------------------------------------------------------------------------
+    // Summary: the record and the `---` block, both produced by prepare
+    // -----------------------------------------------------------------------------------
+    let steady_steps = step.saturating_sub(WARMUP_STEPS) as f64;
+    let mfu_percent = if total_training_time > 0.0 {
+        100.0 * flops_per_token * TOTAL_BATCH_SIZE as f64 * steady_steps / total_training_time / peak_flops
+    } else {
+        0.0
+    };
+    prepare::report::finish(
+        &cache,
+        TrainStats {
+            val_bpb,
+            test_bpb: Some(test_bpb),
+            training_seconds: total_training_time,
+            total_seconds: t_start.elapsed().as_secs_f64(),
+            compile_seconds,
+            eval_seconds,
+            peak_mem_mb: peak_rss_mb(),
+            mfu_percent,
+            total_tokens: (step * TOTAL_BATCH_SIZE) as u64,
+            num_steps: step as u64,
+            num_params: num_params as u64,
+            depth: DEPTH,
+            device: device_name,
+            gpu,
+            precision: "f32".to_string(),
+            seed: SEED,
+            train_sha256: env!("AR_TRAIN_SHA256").to_string(),
+        },
+    )?;
+    Ok(())
 }
