@@ -9,8 +9,23 @@
 mod agent;
 mod commands;
 #[allow(dead_code)]
+mod decide;
+#[allow(dead_code)]
+mod excerpt;
+#[allow(dead_code)]
+mod git;
+#[allow(dead_code)]
+mod guard;
+mod interrupt;
+#[allow(dead_code)]
 mod journal;
+#[allow(dead_code)]
+mod live;
+#[allow(dead_code)]
 mod run;
+mod sandbox_setup;
+#[allow(dead_code)]
+mod session;
 mod ui;
 
 use std::process::ExitCode;
@@ -34,6 +49,8 @@ enum Command {
     Prepare(commands::prepare::PrepareArgs),
     /// Build the train program in release and run it (the original's `uv run train.py`).
     Train(commands::train::TrainArgs),
+    /// One experiment: guard, commit, build, train, decide (for agents following program.md).
+    Experiment(commands::experiment::ExperimentArgs),
     /// Benchmarks: the training step against PyTorch, the loader, the tokenizer.
     Bench(commands::bench::BenchArgs),
 }
@@ -46,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Prepare(args) => commands::prepare::run(args).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => commands::train::run(args),
+        Command::Experiment(args) => commands::experiment::run(args),
         Command::Bench(args) => commands::bench::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -1,14 +1,23 @@
-//! Building and running the train program.
+//! Building and running the train program: `cargo build`, then the child process with
+//! its log, its result record, a hard timeout and crash classification.
 //!
 //! `ar` never imports the train code: it builds the `train` crate with cargo (release,
 //! `--locked`) and runs the binary as a child process, the way the original runs
 //! `uv run train.py`. The result travels back as the JSON record `prepare` writes to the
 //! path in `AR_RESULT`.
 
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use prepare::RunRecord;
+use prepare::profile::PROFILE_ENV;
+use prepare::report::RESULT_ENV;
+
+use crate::journal::CrashClass;
 
 /// Walks up from `start` to the repository root: the directory holding `Cargo.toml` and
 /// `train/src/main.rs`.
@@ -103,4 +112,176 @@ mod tests {
         let e = first_error(log);
         assert!(e.starts_with("error[E0425]") && e.contains("main.rs:3:5") && !e.contains("aborting"), "{e}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running one training child
+// ---------------------------------------------------------------------------------------
+
+/// How to run one training child.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub binary: PathBuf,
+    /// The run's own directory: its log, its result record, its scratch space.
+    pub run_dir: PathBuf,
+    pub profile: String,
+    /// Hard wall-clock limit; the whole process group is killed past it.
+    pub timeout: Duration,
+    /// sha256 the record must name (the train file that was built), if known.
+    pub expected_train_sha256: Option<String>,
+    /// Added to the train file's seed: how many times this commit was measured before.
+    pub seed_offset: u64,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub crash: Option<CrashClass>,
+    pub record: Option<RunRecord>,
+    /// Why the run counts as a crash, in one line (never program output).
+    pub reason: Option<String>,
+    /// The sanitised, fenced tail of the log (crashes only).
+    pub excerpt: Option<String>,
+    pub seconds: f64,
+    /// True when the run was abandoned on request (Ctrl-C), not by its own doing.
+    pub abandoned: bool,
+}
+
+/// Runs the training child: stdout and stderr to `run.log`, `AR_RESULT` pointing into the
+/// run directory, in its own process group (so a timeout kills everything it started),
+/// and set to die with `ar` (so a `kill -9` of the supervisor leaves no orphan training).
+/// `progress` is called about once a second with the child's pid and its reported
+/// progress; `stop` abandons the run when set.
+pub fn run_training(
+    spec: &RunSpec,
+    progress: &mut dyn FnMut(u32, Option<f64>),
+    stop: &AtomicBool,
+    sandbox: &dyn Fn(&mut Command),
+) -> Result<RunOutcome> {
+    std::fs::create_dir_all(&spec.run_dir)
+        .with_context(|| format!("cannot create {}", spec.run_dir.display()))?;
+    let log_path = spec.run_dir.join("run.log");
+    let result_path = spec.run_dir.join("result.json");
+    let _ = std::fs::remove_file(&result_path);
+    let log =
+        std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    let mut cmd = Command::new(&spec.binary);
+    cmd.current_dir(&spec.run_dir)
+        .env(PROFILE_ENV, &spec.profile)
+        .env(RESULT_ENV, &result_path)
+        .env(prepare::SEED_OFFSET_ENV, spec.seed_offset.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
+    sandbox(&mut cmd);
+    let started = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", spec.binary.display()))?;
+    let pid = child.id();
+    let (mut timed_out, mut abandoned) = (false, false);
+    let mut last_poll = Instant::now() - Duration::from_secs(1);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > spec.timeout {
+            timed_out = true;
+        } else if stop.load(Ordering::SeqCst) {
+            abandoned = true;
+        }
+        if timed_out || abandoned {
+            // SAFETY: signalling the child's own process group, which we created.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            break child.wait()?;
+        }
+        if last_poll.elapsed() >= Duration::from_secs(1) {
+            last_poll = Instant::now();
+            progress(pid, last_progress(&log_path));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let log_text = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
+    let record = std::fs::read_to_string(&result_path).ok().map(|t| RunRecord::parse(&t));
+    let (crash, reason, record) = classify(status, timed_out, abandoned, &log_text, record, spec);
+    let excerpt = crash.map(|_| crate::excerpt::excerpt(&log_text));
+    Ok(RunOutcome { crash, record, reason, excerpt, seconds, abandoned })
+}
+
+/// The `(x%)` of the last progress line in the log, if any.
+fn last_progress(log: &Path) -> Option<f64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = String::new();
+    f.take(4096).read_to_string(&mut tail).ok();
+    let at = tail.rfind("step ")?;
+    let rest = &tail[at..];
+    let open = rest.find('(')?;
+    let close = rest.find("%)")?;
+    rest.get(open + 1..close)?.trim().parse().ok()
+}
+
+/// Maps how the child ended to a crash class (None = a valid result).
+fn classify(
+    status: std::process::ExitStatus,
+    timed_out: bool,
+    abandoned: bool,
+    log: &str,
+    record: Option<std::result::Result<RunRecord, String>>,
+    spec: &RunSpec,
+) -> (Option<CrashClass>, Option<String>, Option<RunRecord>) {
+    let budget = spec.timeout.as_secs();
+    if abandoned {
+        return (Some(CrashClass::Interrupted), Some("abandoned on request (Ctrl-C)".into()), None);
+    }
+    if timed_out {
+        return (Some(CrashClass::Timeout), Some(format!("killed after the {budget}s timeout")), None);
+    }
+    if status.success() {
+        return match record {
+            Some(Ok(r)) => match &spec.expected_train_sha256 {
+                Some(sha) if &r.train_sha256 != sha => (
+                    Some(CrashClass::NoResult),
+                    Some("the record names a different train file than the one built".into()),
+                    None,
+                ),
+                _ => (None, None, Some(r)),
+            },
+            Some(Err(e)) => (Some(CrashClass::NoResult), Some(format!("invalid result record: {e}")), None),
+            None => {
+                (Some(CrashClass::NoResult), Some("exited 0 without writing a result record".into()), None)
+            }
+        };
+    }
+    let lines: Vec<&str> = log.lines().map(str::trim).collect();
+    let signal = status.signal();
+    let code = status.code();
+    let reason = match (code, signal) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (_, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended abnormally".to_string(),
+    };
+    let class = if lines.iter().any(|l| *l == "FAIL") {
+        CrashClass::Nan
+    } else if signal == Some(libc::SIGKILL)
+        || log.contains("memory allocation of")
+        || log.contains("out of memory")
+        || log.contains("Cannot allocate memory")
+    {
+        CrashClass::Oom
+    } else if log.contains("evaluation:") || log.contains("error: evaluation") {
+        CrashClass::Eval
+    } else {
+        CrashClass::Panic
+    };
+    (Some(class), Some(reason), None)
 }

@@ -29,6 +29,17 @@ pub mod progress;
 pub mod report;
 pub mod tokenizer;
 
+/// Environment variable through which `ar` varies the seed of repeated measurements.
+pub const SEED_OFFSET_ENV: &str = "AR_SEED_OFFSET";
+
+/// The seed a run should use: the train file's `default`, plus the offset `ar` sets when
+/// it measures the same commit again (a second baseline, a confirmation, a re-measure), so
+/// repeated runs sample seed noise instead of repeating one deterministic run.
+pub fn seed(default: u64) -> u64 {
+    let offset = std::env::var(SEED_OFFSET_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    default.wrapping_add(offset)
+}
+
 pub use cache::Cache;
 pub use error::{Error, Result};
 pub use eval::evaluate_bpb;

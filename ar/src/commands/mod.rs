@@ -1,5 +1,7 @@
 //! One module per `ar` subcommand.
 
 pub mod bench;
+pub mod experiment;
 pub mod prepare;
+pub mod session_args;
 pub mod train;

@@ -1,0 +1,876 @@
+//! A session: the branch `autoresearch/<tag>`, its journal in `.autoresearch/<tag>/`, and
+//! the one atomic, resumable experiment step both `ar experiment` and `ar loop` take.
+//!
+//! The step: guard → journal `started` → commit → build → run (sandboxed, hard timeout) →
+//! journal `finished` → decide (noise-aware, confirm) → journal `decided` → move the branch
+//! → rewrite results.tsv. Every journal write is fsynced before the git change it
+//! describes, so [`Session::recover`] can finish or repeat whatever a `kill -9` cut short:
+//! no record lost, none duplicated, the branch on the best commit, and the agent's pending
+//! edit to the train file preserved.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use prepare::profile::Profile;
+
+use crate::decide::{Rule, State};
+use crate::git::{Git, TRAIN_FILE};
+use crate::guard::{self, FixedManifest, Verdict};
+use crate::journal::{self, CrashClass, Decision, Event, Journal, RunKind, Status, Timings, now};
+use crate::live::LiveFile;
+use crate::run::{self, BuildSpec, RunOutcome, RunSpec};
+
+/// Branch prefix of every session.
+pub const BRANCH_PREFIX: &str = "autoresearch/";
+
+/// Where a train file edit waits while the baseline runs.
+const SET_ASIDE: &str = "pending_train_edit.rs";
+
+/// Options shared by `ar experiment` and `ar loop`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub profile: &'static Profile,
+    pub rule: Rule,
+    /// Hard limit per run; default: twice the budget plus a minute.
+    pub timeout: Option<Duration>,
+    pub features: Vec<String>,
+    pub agent: String,
+}
+
+/// A session ready to take experiments.
+pub struct Session {
+    pub repo: PathBuf,
+    pub git: Git,
+    pub tag: String,
+    pub branch: String,
+    pub dir: PathBuf,
+    pub journal: Journal,
+    pub fixed: FixedManifest,
+    pub rule: Rule,
+    pub profile: &'static Profile,
+    pub base_commit: String,
+    pub timeout: Duration,
+    pub features: Vec<String>,
+    pub live: LiveFile,
+    /// Set by Ctrl-C: abandon the current run and stop.
+    pub stop: Arc<AtomicBool>,
+    /// Applied to every training child (the sandbox).
+    pub sandbox: Box<dyn Fn(&mut std::process::Command)>,
+    _lock: File,
+}
+
+/// The compact result an agent reads: parsed fields and, for a crash, the fenced excerpt.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: u64,
+    pub status: Status,
+    pub crash: Option<CrashClass>,
+    pub commit: Option<String>,
+    pub decision: Option<Decision>,
+    pub peak_mem_mb: Option<f64>,
+    pub test_bpb: Option<f64>,
+    pub reason: String,
+    pub excerpt: Option<String>,
+}
+
+impl Outcome {
+    /// A few lines for the agent. Program output appears only inside the excerpt's fence.
+    pub fn render(&self) -> String {
+        let mut s = format!("experiment {}: {}", self.id, status_word(self.status, self.crash));
+        if let Some(d) = &self.decision {
+            if let Some(v) = d.val_bpb {
+                s.push_str(&format!(" | val_bpb {v:.6}"));
+            }
+            if let (Some(delta), Some(best)) = (d.delta, d.best_before) {
+                s.push_str(&format!(" | Δ {delta:+.6} vs best {best:.6}"));
+            }
+            if let Some(m) = d.margin {
+                s.push_str(&format!(" | margin {m:.6}"));
+            }
+            if let Some(sig) = d.sigma {
+                s.push_str(&format!(" (σ {sig:.6})"));
+            }
+        }
+        if let Some(mb) = self.peak_mem_mb {
+            s.push_str(&format!(" | memory {:.1} GB", mb / 1024.0));
+        }
+        s.push_str(&format!("\n{}", self.reason));
+        if let Some(e) = &self.excerpt {
+            s.push('\n');
+            s.push_str(e);
+        }
+        s
+    }
+}
+
+fn status_word(status: Status, crash: Option<CrashClass>) -> String {
+    match (status, crash) {
+        (Status::Keep, _) => "KEEP".into(),
+        (Status::Discard, _) => "discard".into(),
+        (_, Some(c)) => format!("crash ({})", c.name()),
+        (s, None) => format!("{s:?}").to_lowercase(),
+    }
+}
+
+/// How a session is opened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Open {
+    /// `ar loop --tag T`: a new branch from HEAD.
+    Create,
+    /// `ar loop --tag T --resume`: an existing session.
+    Resume,
+    /// `ar experiment`: the session of the current branch, started if new.
+    Attach,
+}
+
+impl Session {
+    pub fn open(repo: &Path, tag: Option<&str>, how: Open, opts: &Options) -> Result<Session> {
+        let git = Git::new(repo);
+        let current = git.current_branch()?;
+        let tag = match (tag, how) {
+            (Some(t), _) => t.to_string(),
+            (None, Open::Attach) => match current.as_deref().and_then(|b| b.strip_prefix(BRANCH_PREFIX)) {
+                Some(t) => t.to_string(),
+                None => bail!(
+                    "the current branch is {}, not a session branch; start one with \
+                     `git checkout -b autoresearch/<tag>` (or run `ar loop --tag <tag>`)",
+                    current.as_deref().unwrap_or("(detached)")
+                ),
+            },
+            (None, _) => bail!("--tag is required"),
+        };
+        validate_tag(&tag)?;
+        let branch = format!("{BRANCH_PREFIX}{tag}");
+        let dir = Journal::dir(repo, &tag);
+        exclude_session_dir(&git)?;
+        match how {
+            Open::Create => {
+                if git.branch_exists(&branch)? {
+                    bail!("branch {branch} already exists; pick another --tag, or continue it with --resume");
+                }
+                if !git.changed_since("HEAD")?.is_empty() {
+                    bail!(
+                        "the working tree has uncommitted changes; commit or stash them before starting a session"
+                    );
+                }
+                if dir.join("runs.jsonl").exists() {
+                    bail!("{} already holds a journal; pick another --tag", dir.display());
+                }
+                git.create_branch(&branch)?;
+            }
+            Open::Resume => {
+                if !git.branch_exists(&branch)? {
+                    bail!("there is no branch {branch} to resume; start it with `ar loop --tag {tag}`");
+                }
+                if current.as_deref() != Some(branch.as_str()) {
+                    git.checkout(&branch)
+                        .context("cannot switch to the session branch (uncommitted changes?)")?;
+                }
+            }
+            Open::Attach => {}
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let lock = lock(&dir)?;
+        let journal = Journal::open(&dir)?;
+        let first = journal.events().iter().find_map(|e| match e {
+            Event::Session { base_commit, profile, rule, .. } => {
+                Some((base_commit.clone(), profile.clone(), rule.clone()))
+            }
+            _ => None,
+        });
+        let fixed_path = dir.join("fixed.json");
+        let (base_commit, profile, rule, fixed, resumed) = match first {
+            Some((base, profile_name, rule)) => {
+                let profile = Profile::by_name(&profile_name)?;
+                let fixed = FixedManifest::load(&fixed_path)?;
+                (base, profile, Rule::from_config(&rule), fixed, true)
+            }
+            None => {
+                if how == Open::Resume {
+                    bail!("{} has no session to resume", dir.display());
+                }
+                let fixed = FixedManifest::capture(&git)?;
+                fixed.save(&fixed_path)?;
+                (git.head()?, opts.profile, opts.rule.clone(), fixed, false)
+            }
+        };
+        // The data must be ready before anything is spent on a build.
+        prepare::Cache::open(profile)?;
+        let timeout =
+            opts.timeout.unwrap_or_else(|| Duration::from_secs_f64(profile.time_budget_secs * 2.0 + 60.0));
+        let mut session = Session {
+            repo: repo.to_path_buf(),
+            git,
+            tag: tag.clone(),
+            branch: branch.clone(),
+            dir: dir.clone(),
+            journal,
+            fixed,
+            rule: rule.clone(),
+            profile,
+            base_commit: base_commit.clone(),
+            timeout,
+            features: opts.features.clone(),
+            live: LiveFile::new(&dir),
+            stop: Arc::new(AtomicBool::new(false)),
+            sandbox: Box::new(|_| {}),
+            _lock: lock,
+        };
+        if !resumed || how != Open::Attach {
+            session.journal.append(Event::Session {
+                format: journal::JOURNAL_FORMAT,
+                time: now(),
+                tag,
+                branch,
+                base_commit,
+                profile: profile.name.to_string(),
+                profile_hash: profile.hash(),
+                hardware: prepare::hardware::Hardware::detect(None),
+                agent: opts.agent.clone(),
+                budget_secs: profile.time_budget_secs,
+                rule: rule.config(),
+                resumed,
+            })?;
+        }
+        session.recover()?;
+        Ok(session)
+    }
+
+    /// The decision state folded from the journal.
+    pub fn state(&self) -> State {
+        State::from_events(self.journal.events(), &self.base_commit)
+    }
+
+    /// The incumbent commit.
+    pub fn best_commit(&self) -> String {
+        self.state().best_commit.unwrap_or_else(|| self.base_commit.clone())
+    }
+
+    fn run_dir(&self, id: u64) -> PathBuf {
+        self.dir.join("runs").join(format!("{id:04}"))
+    }
+
+    /// Finishes or repeats whatever an interrupted `ar` left behind, then puts the branch on
+    /// the best commit — keeping any pending edit of the train file.
+    pub fn recover(&mut self) -> Result<()> {
+        let pending_edit = self.pending_train_edit()?;
+        loop {
+            let events = self.journal.events().to_vec();
+            let Some(open) = last_open_experiment(&events) else { break };
+            match open {
+                Open_::NotCommitted { id } => {
+                    // Killed between `started` and the commit: the change cannot be known
+                    // for sure, so it is recorded as interrupted, not guessed at.
+                    let outcome = self.interrupted("interrupted before its commit was made");
+                    let decision = self.decision(
+                        Status::Interrupted,
+                        "interrupted before its commit was made".into(),
+                        None,
+                        self.state().best,
+                        self.state().sigma(),
+                        None,
+                    );
+                    self.finish_decision(id, decision, &outcome, "", None)?;
+                }
+                Open_::Rerun { id, kind, commit, rerun_of } => {
+                    self.git.reset_hard(&commit)?;
+                    let outcome = self.measure(id, &commit, Timings::default())?;
+                    self.conclude(id, kind, &commit, outcome, rerun_of)?;
+                }
+                Open_::Undecided { id, kind, commit, outcome, rerun_of } => {
+                    // A candidate whose confirmation was under way resumes that confirmation.
+                    let confirm = (kind == RunKind::Candidate).then(|| confirm_run_of(&events, id)).flatten();
+                    match confirm {
+                        Some((cid, Some(second))) => {
+                            self.settle_confirmation(id, cid, &commit, outcome, second)?;
+                        }
+                        Some((cid, None)) => {
+                            self.git.reset_hard(&commit)?;
+                            let second = self.measure(cid, &commit, Timings::default())?;
+                            self.settle_confirmation(id, cid, &commit, outcome, second)?;
+                        }
+                        None => {
+                            self.conclude(id, kind, &commit, outcome, rerun_of)?;
+                        }
+                    }
+                }
+            }
+        }
+        let best = self.best_commit();
+        if self.git.head()? != best || !self.git.changed_since(&best)?.is_empty() {
+            self.git.reset_hard(&best)?;
+        }
+        let set_aside = self.dir.join(SET_ASIDE);
+        let pending_edit = pending_edit.or_else(|| std::fs::read_to_string(&set_aside).ok());
+        if let Some(edit) = pending_edit {
+            std::fs::write(self.repo.join(TRAIN_FILE), edit)
+                .context("cannot restore the pending train file edit")?;
+        }
+        let _ = std::fs::remove_file(&set_aside);
+        journal::write_tsv(&self.dir, self.journal.events())?;
+        self.live.phase(0, "idle", "");
+        Ok(())
+    }
+
+    /// The working tree's train file, if it differs from the best commit's.
+    fn pending_train_edit(&self) -> Result<Option<String>> {
+        let current = std::fs::read_to_string(self.repo.join(TRAIN_FILE)).unwrap_or_default();
+        let best = self.git.show(&self.best_commit(), TRAIN_FILE).unwrap_or_default();
+        let head = self.git.show("HEAD", TRAIN_FILE).unwrap_or_default();
+        Ok((current != best && current != head).then_some(current))
+    }
+
+    fn interrupted(&self, reason: &str) -> RunOutcome {
+        RunOutcome {
+            crash: Some(CrashClass::Interrupted),
+            record: None,
+            reason: Some(reason.to_string()),
+            excerpt: None,
+            seconds: 0.0,
+            abandoned: true,
+        }
+    }
+
+    /// Runs the baseline until the rule's K runs have results.
+    pub fn ensure_baseline(&mut self) -> Result<()> {
+        let k = if self.rule.strict { 1 } else { self.rule.baseline_runs.max(1) };
+        loop {
+            let state = self.state();
+            if state.baselines_done >= k {
+                return Ok(());
+            }
+            if state.baselines_tried >= k + 2 {
+                bail!(
+                    "the baseline crashed {} times: the unmodified train file does not run (see {})",
+                    state.baselines_tried - state.baselines_done,
+                    self.dir.join("runs").display()
+                );
+            }
+            if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                bail!("stopped before the baseline finished");
+            }
+            let best = self.best_commit();
+            if !self.git.changed_since(&best)?.is_empty() {
+                bail!(
+                    "the first experiment on a branch is the baseline, run on the unmodified train file; \
+                     undo your edit (git checkout -- {TRAIN_FILE}), run `ar experiment -m baseline`, then redo it"
+                );
+            }
+            let id = self.journal.next_id();
+            let description = format!("baseline (run {}/{k})", state.baselines_done + 1);
+            self.journal.append(Event::Started {
+                id,
+                time: now(),
+                kind: RunKind::Baseline,
+                parent: best.clone(),
+                description: description.clone(),
+                hypothesis: None,
+                diff_sha256: String::new(),
+                rerun_of: None,
+            })?;
+            println!("Running {description} …");
+            let outcome = self.measure(id, &best, Timings::default())?;
+            let result = self.conclude(id, RunKind::Baseline, &best, outcome, None)?;
+            println!("{}", result.render());
+        }
+    }
+
+    /// One agent change: guard, commit, build, run, decide. The train file edit must be in
+    /// the working tree.
+    pub fn candidate(
+        &mut self,
+        description: &str,
+        hypothesis: Option<&str>,
+        agent_seconds: f64,
+    ) -> Result<Outcome> {
+        self.ensure_baseline_allowing_edit()?;
+        let best = self.best_commit();
+        let id = self.journal.next_id();
+        let started = |diff_sha256: String| Event::Started {
+            id,
+            time: now(),
+            kind: RunKind::Candidate,
+            parent: best.clone(),
+            description: description.to_string(),
+            hypothesis: hypothesis.map(str::to_string),
+            diff_sha256,
+            rerun_of: None,
+        };
+        match guard::check(&self.git, &best, &self.fixed)? {
+            Verdict::Rejected { offending } => {
+                self.journal.append(started(String::new()))?;
+                let reason = format!(
+                    "rejected: only {TRAIN_FILE} may change; these paths changed too: {}. Nothing was committed.",
+                    offending.join(", ")
+                );
+                let decision = Decision {
+                    status: Status::Rejected,
+                    reason: reason.clone(),
+                    val_bpb: None,
+                    best_before: self.state().best,
+                    delta: None,
+                    sigma: self.state().sigma(),
+                    margin: None,
+                    best_after: self.state().best,
+                    best_commit: best.clone(),
+                };
+                self.journal.append(Event::Decided { id, time: now(), decision: decision.clone() })?;
+                journal::write_tsv(&self.dir, self.journal.events())?;
+                return Ok(Outcome {
+                    id,
+                    status: Status::Rejected,
+                    crash: Some(CrashClass::Rejected),
+                    commit: None,
+                    decision: Some(decision),
+                    peak_mem_mb: None,
+                    test_bpb: None,
+                    reason,
+                    excerpt: None,
+                });
+            }
+            Verdict::Allowed { train_changed: false } => {
+                bail!("nothing to test: {TRAIN_FILE} is identical to the best commit {}", &best[..7]);
+            }
+            Verdict::Allowed { train_changed: true } => {}
+        }
+        let diff = self.git.diff_train_file(&best)?;
+        self.journal.append(started(prepare::manifest::sha256_hex(diff.as_bytes())))?;
+        if self.git.head()? != best {
+            // The agent committed on its own: fold it back into one experiment commit.
+            self.git.reset_soft(&best)?;
+        }
+        let commit = self.git.commit_train_file(&format!("{description}\n\nautoresearch experiment {id}"))?;
+        self.journal.append(Event::Committed { id, time: now(), commit: commit.clone() })?;
+        let timings = Timings { agent: agent_seconds, ..Timings::default() };
+        let outcome = self.measure(id, &commit, timings)?;
+        let result = self.conclude(id, RunKind::Candidate, &commit, outcome, None)?;
+        if result.status == Status::Keep && self.state().remeasure_due(&self.rule) {
+            self.remeasure()?;
+        }
+        Ok(result)
+    }
+
+    /// Baselines first; if the agent already edited the train file, the edit is set aside
+    /// and restored afterwards.
+    fn ensure_baseline_allowing_edit(&mut self) -> Result<()> {
+        let k = if self.rule.strict { 1 } else { self.rule.baseline_runs.max(1) };
+        if self.state().baselines_done >= k {
+            return Ok(());
+        }
+        let edit = std::fs::read_to_string(self.repo.join(TRAIN_FILE)).ok();
+        let best = self.best_commit();
+        let only_train = self.git.changed_since(&best)?.iter().all(|p| p == TRAIN_FILE);
+        if !only_train {
+            return self.ensure_baseline();
+        }
+        // Set the edit aside durably: a kill during the baseline must not lose it.
+        if let Some(edit) = &edit {
+            prepare::manifest::write_atomic(&self.dir.join(SET_ASIDE), edit.as_bytes())?;
+        }
+        self.git.reset_hard(&best)?;
+        let result = self.ensure_baseline();
+        if let Some(edit) = edit {
+            std::fs::write(self.repo.join(TRAIN_FILE), edit)?;
+        }
+        let _ = std::fs::remove_file(self.dir.join(SET_ASIDE));
+        result
+    }
+
+    /// Re-runs the incumbent to catch drift.
+    pub fn remeasure(&mut self) -> Result<Outcome> {
+        let best = self.best_commit();
+        let id = self.journal.next_id();
+        self.journal.append(Event::Started {
+            id,
+            time: now(),
+            kind: RunKind::Remeasure,
+            parent: best.clone(),
+            description: format!("re-measure incumbent {}", &best[..7.min(best.len())]),
+            hypothesis: None,
+            diff_sha256: String::new(),
+            rerun_of: None,
+        })?;
+        let outcome = self.measure(id, &best, Timings::default())?;
+        self.conclude(id, RunKind::Remeasure, &best, outcome, None)
+    }
+
+    /// Builds the commit in the working tree and runs it; journals `finished`.
+    fn measure(&mut self, id: u64, commit: &str, mut timings: Timings) -> Result<RunOutcome> {
+        let description = self.description_of(id);
+        self.live.phase(id, "build", &description);
+        let build =
+            run::build(&self.repo, &BuildSpec { bin: "train".into(), features: self.features.clone() })?;
+        let outcome = match build {
+            Err(failure) => {
+                let outcome = RunOutcome {
+                    crash: Some(CrashClass::Build),
+                    record: None,
+                    reason: Some("the train file does not compile".into()),
+                    excerpt: Some(crate::excerpt::excerpt(&failure.first_error)),
+                    seconds: 0.0,
+                    abandoned: false,
+                };
+                let _ = std::fs::create_dir_all(self.run_dir(id));
+                let _ = std::fs::write(self.run_dir(id).join("build.log"), &failure.log);
+                outcome
+            }
+            Ok(built) => {
+                timings.build = built.seconds;
+                self.live.phase(id, "train", &description);
+                let spec = RunSpec {
+                    binary: built.binary,
+                    run_dir: self.run_dir(id),
+                    profile: self.profile.name.to_string(),
+                    timeout: self.timeout,
+                    expected_train_sha256: Some(prepare::manifest::sha256_hex(
+                        self.git.show(commit, TRAIN_FILE)?.as_bytes(),
+                    )),
+                    seed_offset: self.state().measurements.get(commit).map_or(0, Vec::len) as u64,
+                };
+                let live = &mut self.live;
+                let stop = self.stop.clone();
+                run::run_training(&spec, &mut |_, pct| live.progress(pct), &stop, &*self.sandbox)?
+            }
+        };
+        timings.train = outcome.seconds;
+        timings.total = timings.agent + timings.build + timings.train;
+        self.journal.append(Event::Finished {
+            id,
+            time: now(),
+            crash: outcome.crash,
+            record: outcome.record.clone(),
+            excerpt: outcome.excerpt.clone(),
+            timings,
+        })?;
+        Ok(outcome)
+    }
+
+    fn description_of(&self, id: u64) -> String {
+        self.journal
+            .events()
+            .iter()
+            .find_map(|e| match e {
+                Event::Started { id: i, description, .. } if *i == id => Some(description.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Decides a finished run (and, for a passing candidate, runs its confirmation).
+    fn conclude(
+        &mut self,
+        id: u64,
+        kind: RunKind,
+        commit: &str,
+        outcome: RunOutcome,
+        rerun_of: Option<u64>,
+    ) -> Result<Outcome> {
+        self.live.phase(id, "decide", &self.description_of(id));
+        let state = self.state();
+        let best_before = state.best;
+        let sigma = state.sigma();
+        let (status, reason, val) = match (&outcome.crash, &outcome.record) {
+            (Some(c), _) => {
+                let status = if *c == CrashClass::Timeout {
+                    Status::Timeout
+                } else if *c == CrashClass::Interrupted {
+                    Status::Interrupted
+                } else {
+                    Status::Crash
+                };
+                (status, format!("{}: {}", c.name(), outcome.reason.clone().unwrap_or_default()), None)
+            }
+            (None, Some(r)) => match kind {
+                RunKind::Baseline => (Status::Keep, "baseline measurement".to_string(), Some(r.val_bpb)),
+                RunKind::Remeasure => {
+                    (Status::Keep, format!("re-measured the incumbent: {:.6}", r.val_bpb), Some(r.val_bpb))
+                }
+                RunKind::Confirm => (Status::Keep, "confirmation run".to_string(), Some(r.val_bpb)),
+                RunKind::Candidate => {
+                    let best = best_before.unwrap_or(f64::INFINITY);
+                    if self.rule.passes(r.val_bpb, best, sigma) {
+                        (Status::Keep, String::new(), Some(r.val_bpb))
+                    } else {
+                        let why = format!(
+                            "Δ {:+.6} is not beyond the margin {:.6}",
+                            r.val_bpb - best,
+                            self.rule.margin(sigma)
+                        );
+                        (Status::Discard, why, Some(r.val_bpb))
+                    }
+                }
+            },
+            (None, None) => (Status::Crash, "no result".to_string(), None),
+        };
+        // A passing candidate is confirmed before the branch advances.
+        if kind == RunKind::Candidate && status == Status::Keep && self.rule.confirm && !self.rule.strict {
+            return self.confirm(id, commit, outcome);
+        }
+        let keep_branch = status == Status::Keep && kind == RunKind::Candidate;
+        let decision = self.decision(
+            status,
+            reason,
+            val,
+            best_before,
+            sigma,
+            if keep_branch { Some(commit) } else { None },
+        );
+        self.finish_decision(id, decision, &outcome, commit, rerun_of)
+    }
+
+    fn decision(
+        &self,
+        status: Status,
+        mut reason: String,
+        val: Option<f64>,
+        best_before: Option<f64>,
+        sigma: Option<f64>,
+        new_best: Option<&str>,
+    ) -> Decision {
+        let delta = val.zip(best_before).map(|(v, b)| v - b);
+        if reason.is_empty() {
+            reason = format!(
+                "Δ {:+.6} beyond the margin {:.6}{}",
+                delta.unwrap_or(0.0),
+                self.rule.margin(sigma),
+                if self.rule.strict { " (strict rule)" } else { "" }
+            );
+        }
+        Decision {
+            status,
+            reason,
+            val_bpb: val,
+            best_before,
+            delta,
+            sigma,
+            margin: Some(self.rule.margin(sigma)),
+            best_after: if new_best.is_some() { val } else { best_before },
+            best_commit: new_best.map(str::to_string).unwrap_or_else(|| self.best_commit()),
+        }
+    }
+
+    /// Journals the decision, then moves the branch, then rewrites results.tsv.
+    fn finish_decision(
+        &mut self,
+        id: u64,
+        decision: Decision,
+        outcome: &RunOutcome,
+        commit: &str,
+        _rerun_of: Option<u64>,
+    ) -> Result<Outcome> {
+        self.journal.append(Event::Decided { id, time: now(), decision: decision.clone() })?;
+        let best = self.best_commit();
+        if self.git.head()? != best {
+            self.git.reset_hard(&best)?;
+        }
+        journal::write_tsv(&self.dir, self.journal.events())?;
+        self.live.phase(id, "idle", "");
+        Ok(Outcome {
+            id,
+            status: decision.status,
+            crash: outcome.crash,
+            commit: Some(commit.to_string()),
+            peak_mem_mb: outcome.record.as_ref().map(|r| r.peak_mem_mb),
+            test_bpb: outcome.record.as_ref().and_then(|r| r.test_bpb),
+            reason: decision.reason.clone(),
+            excerpt: outcome.excerpt.clone(),
+            decision: Some(decision),
+        })
+    }
+
+    /// Re-runs a passing candidate; keeps it only if the mean of both runs still passes.
+    fn confirm(&mut self, id: u64, commit: &str, first: RunOutcome) -> Result<Outcome> {
+        let confirm_id = self.journal.next_id();
+        self.journal.append(Event::Started {
+            id: confirm_id,
+            time: now(),
+            kind: RunKind::Confirm,
+            parent: commit.to_string(),
+            description: format!("confirm experiment {id}"),
+            hypothesis: None,
+            diff_sha256: String::new(),
+            rerun_of: Some(id),
+        })?;
+        let second = self.measure(confirm_id, commit, Timings::default())?;
+        self.settle_confirmation(id, confirm_id, commit, first, second)
+    }
+
+    fn settle_confirmation(
+        &mut self,
+        id: u64,
+        confirm_id: u64,
+        commit: &str,
+        first: RunOutcome,
+        second: RunOutcome,
+    ) -> Result<Outcome> {
+        let state = self.state();
+        let best_before = state.best;
+        let sigma = state.sigma();
+        let v1 = first.record.as_ref().map(|r| r.val_bpb);
+        let v2 = second.record.as_ref().map(|r| r.val_bpb);
+        let (status, reason, mean) = match (v1, v2, second.crash) {
+            (_, _, Some(CrashClass::Interrupted)) => {
+                (Status::Interrupted, "interrupted during its confirmation run".to_string(), v1)
+            }
+            (Some(a), Some(b), None) => {
+                let mean = (a + b) / 2.0;
+                if self.rule.passes(mean, best_before.unwrap_or(f64::INFINITY), sigma) {
+                    (Status::Keep, String::new(), Some(mean))
+                } else {
+                    let why = format!(
+                        "did not hold on confirmation: runs {a:.6} and {b:.6}, mean Δ {:+.6} within the margin {:.6}",
+                        mean - best_before.unwrap_or(0.0),
+                        self.rule.margin(sigma)
+                    );
+                    (Status::Discard, why, Some(mean))
+                }
+            }
+            (_, _, c) => (
+                Status::Discard,
+                format!("the confirmation run crashed ({})", c.map_or("no result", |c| c.name())),
+                v1,
+            ),
+        };
+        let kept = status == Status::Keep;
+        let confirm_decision =
+            self.decision(status, format!("confirmation of experiment {id}"), v2, best_before, sigma, None);
+        self.journal.append(Event::Decided { id: confirm_id, time: now(), decision: confirm_decision })?;
+        let decision = self.decision(status, reason, mean, best_before, sigma, kept.then_some(commit));
+        let mut out = self.finish_decision(id, decision, &first, commit, None)?;
+        if second.crash.is_some() {
+            out.excerpt = second.excerpt.clone();
+        }
+        Ok(out)
+    }
+
+    /// Records an agent turn that produced no experiment, and restores the working tree.
+    pub fn agent_turn_without_change(&mut self, outcome: &str, detail: &str, seconds: f64) -> Result<()> {
+        self.journal.append(Event::Agent {
+            time: now(),
+            outcome: outcome.into(),
+            detail: detail.into(),
+            seconds,
+        })?;
+        self.restore_tree()
+    }
+
+    /// Puts the working tree back on the best commit (tracked and untracked changes).
+    pub fn restore_tree(&mut self) -> Result<()> {
+        let best = self.best_commit();
+        let changed = self.git.changed_since(&best)?;
+        let untracked: Vec<String> = changed
+            .iter()
+            .filter(|p| !self.git.root.join(p).exists() || !self.is_tracked(p))
+            .cloned()
+            .collect();
+        self.git.reset_hard(&best)?;
+        self.git.remove_untracked(&untracked)?;
+        Ok(())
+    }
+
+    fn is_tracked(&self, path: &str) -> bool {
+        self.git.ok(&["ls-files", "--error-unmatch", "--", path]).unwrap_or(false)
+    }
+}
+
+/// What recovery must do about the last experiment.
+enum Open_ {
+    NotCommitted { id: u64 },
+    Rerun { id: u64, kind: RunKind, commit: String, rerun_of: Option<u64> },
+    Undecided { id: u64, kind: RunKind, commit: String, outcome: RunOutcome, rerun_of: Option<u64> },
+}
+
+/// The confirmation run of candidate `id`, and its outcome if it finished.
+fn confirm_run_of(events: &[Event], id: u64) -> Option<(u64, Option<RunOutcome>)> {
+    let cid = events.iter().find_map(|e| match e {
+        Event::Started { id: c, kind: RunKind::Confirm, rerun_of: Some(r), .. } if *r == id => Some(*c),
+        _ => None,
+    })?;
+    Some((cid, finished_outcome(events, cid)))
+}
+
+fn finished_outcome(events: &[Event], id: u64) -> Option<RunOutcome> {
+    events.iter().find_map(|e| match e {
+        Event::Finished { id: i, crash, record, excerpt, timings, .. } if *i == id => Some(RunOutcome {
+            crash: *crash,
+            record: record.clone(),
+            reason: crash.map(|c| c.name().to_string()),
+            excerpt: excerpt.clone(),
+            seconds: timings.train,
+            abandoned: false,
+        }),
+        _ => None,
+    })
+}
+
+/// The earliest experiment without a decision, and how far it got.
+fn last_open_experiment(events: &[Event]) -> Option<Open_> {
+    let decided: std::collections::HashSet<u64> = events
+        .iter()
+        .filter_map(|e| if let Event::Decided { id, .. } = e { Some(*id) } else { None })
+        .collect();
+    // The earliest undecided experiment first (a candidate waits on its confirmation).
+    let (id, kind, parent, rerun_of) = events.iter().find_map(|e| match e {
+        Event::Started { id, kind, parent, rerun_of, .. } if !decided.contains(id) => {
+            Some((*id, *kind, parent.clone(), *rerun_of))
+        }
+        _ => None,
+    })?;
+    let committed = events.iter().find_map(|e| match e {
+        Event::Committed { id: i, commit, .. } if *i == id => Some(commit.clone()),
+        _ => None,
+    });
+    let commit = match (kind, committed) {
+        (RunKind::Candidate, None) => return Some(Open_::NotCommitted { id }),
+        (RunKind::Candidate, Some(c)) => c,
+        (_, _) => parent,
+    };
+    Some(match finished_outcome(events, id) {
+        // An abandoned (Ctrl-C) run is not repeated on resume: it is decided as interrupted.
+        Some(outcome) => Open_::Undecided { id, kind, commit, outcome, rerun_of },
+        None => Open_::Rerun { id, kind, commit, rerun_of },
+    })
+}
+
+fn validate_tag(tag: &str) -> Result<()> {
+    if tag.is_empty()
+        || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || tag.starts_with('.')
+    {
+        bail!("--tag '{tag}': use letters, digits, '-', '_' or '.', e.g. mar5");
+    }
+    Ok(())
+}
+
+/// Makes sure `.autoresearch/` is ignored even in a repository whose .gitignore lacks it.
+fn exclude_session_dir(git: &Git) -> Result<()> {
+    if git.is_ignored(".autoresearch/x")? {
+        return Ok(());
+    }
+    let git_dir = PathBuf::from(git.run(&["rev-parse", "--git-common-dir"])?.trim());
+    let git_dir = if git_dir.is_absolute() { git_dir } else { git.root.join(git_dir) };
+    let exclude = git_dir.join("info").join("exclude");
+    std::fs::create_dir_all(exclude.parent().unwrap())?;
+    let mut text = std::fs::read_to_string(&exclude).unwrap_or_default();
+    if !text.ends_with('\n') && !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str("/.autoresearch/\n");
+    std::fs::write(&exclude, text).with_context(|| format!("cannot write {}", exclude.display()))
+}
+
+/// One `ar` per session at a time.
+fn lock(dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another ar is working on this session ({}); wait for it or stop it", dir.display());
+    }
+    Ok(file)
+}
