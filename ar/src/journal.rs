@@ -331,39 +331,53 @@ pub fn tsv_row(
 /// Rewrites results.tsv from the journal (the journal is the truth; the TSV is a view), so
 /// a kill between the two writes can never leave them disagreeing.
 pub fn write_tsv(dir: &Path, events: &[Event]) -> Result<()> {
+    prepare::manifest::write_atomic(&dir.join("results.tsv"), tsv(events).as_bytes())?;
+    Ok(())
+}
+
+/// results.tsv's content: one row per baseline run and per candidate (confirmations and
+/// re-measures are folded into their experiment's decision, as the original has no rows
+/// for them).
+pub fn tsv(events: &[Event]) -> String {
+    struct Row<'a> {
+        kind: RunKind,
+        description: &'a str,
+        commit: String,
+        record: Option<&'a RunRecord>,
+    }
     let mut out = String::from(TSV_HEADER);
-    let mut started: std::collections::HashMap<u64, (&str, Option<&RunRecord>, String)> = Default::default();
+    let mut rows: std::collections::HashMap<u64, Row> = Default::default();
     for e in events {
         match e {
-            Event::Started { id, description, .. } => {
-                started.insert(*id, (description.as_str(), None, String::new()));
+            Event::Started { id, kind, description, parent, .. } => {
+                rows.insert(*id, Row { kind: *kind, description, commit: parent.clone(), record: None });
             }
             Event::Committed { id, commit, .. } => {
-                if let Some(s) = started.get_mut(id) {
-                    s.2 = commit.clone();
+                if let Some(r) = rows.get_mut(id) {
+                    r.commit = commit.clone();
                 }
             }
             Event::Finished { id, record, .. } => {
-                if let Some(s) = started.get_mut(id) {
-                    s.1 = record.as_ref();
+                if let Some(r) = rows.get_mut(id) {
+                    r.record = record.as_ref();
                 }
             }
             Event::Decided { id, decision, .. } => {
-                if let Some((desc, record, commit)) = started.get(id) {
+                if let Some(r) = rows.get(id).filter(|r| matches!(r.kind, RunKind::Baseline | RunKind::Candidate)) {
+                    let commit = if decision.status == Status::Rejected { "-------" } else { r.commit.as_str() };
                     out.push_str(&tsv_row(
                         commit,
                         decision.val_bpb,
-                        record.map(|r| r.peak_mem_mb),
+                        r.record.map(|rec| rec.peak_mem_mb),
                         decision.status,
-                        desc,
+                        r.description,
                     ));
                 }
             }
             _ => {}
         }
     }
-    prepare::manifest::write_atomic(&dir.join("results.tsv"), out.as_bytes())?;
-    Ok(())
+    out
 }
 
 #[cfg(test)]

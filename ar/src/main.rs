@@ -12,6 +12,7 @@ mod commands;
 mod decide;
 #[allow(dead_code)]
 mod excerpt;
+mod failpoint;
 #[allow(dead_code)]
 mod git;
 #[allow(dead_code)]

@@ -67,6 +67,11 @@ pub struct BuildFailure {
 /// failure the first compiler error is extracted for the agent.
 pub fn build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Built, BuildFailure>> {
     let started = std::time::Instant::now();
+    // Another checkout sharing this target directory may have overwritten the uplifted
+    // binary, and cargo does not restore it when the unit itself is fresh; removing it
+    // first makes cargo link the right one back.
+    let binary = target_dir(repo).join("release").join(&spec.bin);
+    let _ = std::fs::remove_file(&binary);
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(repo)
         .args(["build", "--release", "--locked", "--message-format=short", "-p", "train", "--bin", &spec.bin])
@@ -79,11 +84,26 @@ pub fn build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Built,
     if !out.status.success() {
         return Ok(Err(BuildFailure { first_error: first_error(&log), log }));
     }
-    let binary = target_dir(repo).join("release").join(&spec.bin);
     if !binary.is_file() {
         bail!("cargo reported success but {} does not exist", binary.display());
     }
     Ok(Ok(Built { binary, seconds: started.elapsed().as_secs_f64() }))
+}
+
+/// True when `binary` was built from a train file with this sha256: the train crate's
+/// build script makes the digest the binary's GNU build-id (Linux). Elsewhere there is no
+/// stamp to check and this answers true.
+pub fn embeds_train_sha(binary: &Path, sha256: &str) -> Result<bool> {
+    if !cfg!(target_os = "linux") {
+        return Ok(true);
+    }
+    let raw: Vec<u8> =
+        (0..sha256.len() / 2).filter_map(|i| u8::from_str_radix(sha256.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    if raw.len() != 32 {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    Ok(bytes.windows(32).any(|w| w == raw.as_slice()))
 }
 
 /// The first `error` block of a cargo log, at most 12 lines.

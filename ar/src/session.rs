@@ -6,7 +6,8 @@
 //! → rewrite results.tsv. Every journal write is fsynced before the git change it
 //! describes, so [`Session::recover`] can finish or repeat whatever a `kill -9` cut short:
 //! no record lost, none duplicated, the branch on the best commit, and the agent's pending
-//! edit to the train file preserved.
+//! edit to the train file preserved. `failpoint::hit` marks each point where the tests
+//! kill `ar` with SIGKILL to prove it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use prepare::profile::Profile;
 
 use crate::decide::{Rule, State};
+use crate::failpoint;
 use crate::git::{Git, TRAIN_FILE};
 use crate::guard::{self, FixedManifest, Verdict};
 use crate::journal::{self, CrashClass, Decision, Event, Journal, RunKind, Status, Timings, now};
@@ -245,6 +247,19 @@ impl Session {
         State::from_events(self.journal.events(), &self.base_commit)
     }
 
+    /// The state as it was before run `id` finished (its own result left out), so a
+    /// re-measured commit is compared with what was known before the re-measure.
+    fn state_before(&self, id: u64) -> State {
+        let events: Vec<Event> = self
+            .journal
+            .events()
+            .iter()
+            .filter(|e| !matches!(e, Event::Finished { id: i, .. } if *i == id))
+            .cloned()
+            .collect();
+        State::from_events(&events, &self.base_commit)
+    }
+
     /// The incumbent commit.
     pub fn best_commit(&self) -> String {
         self.state().best_commit.unwrap_or_else(|| self.base_commit.clone())
@@ -439,12 +454,15 @@ impl Session {
         }
         let diff = self.git.diff_train_file(&best)?;
         self.journal.append(started(prepare::manifest::sha256_hex(diff.as_bytes())))?;
+        failpoint::hit("after-started");
         if self.git.head()? != best {
             // The agent committed on its own: fold it back into one experiment commit.
             self.git.reset_soft(&best)?;
         }
         let commit = self.git.commit_train_file(&format!("{description}\n\nautoresearch experiment {id}"))?;
+        failpoint::hit("after-commit");
         self.journal.append(Event::Committed { id, time: now(), commit: commit.clone() })?;
+        failpoint::hit("after-committed");
         let timings = Timings { agent: agent_seconds, ..Timings::default() };
         let outcome = self.measure(id, &commit, timings)?;
         let result = self.conclude(id, RunKind::Candidate, &commit, outcome, None)?;
@@ -520,22 +538,56 @@ impl Session {
             }
             Ok(built) => {
                 timings.build = built.seconds;
+                let expected = prepare::manifest::sha256_hex(self.git.show(commit, TRAIN_FILE)?.as_bytes());
+                if !run::embeds_train_sha(&built.binary, &expected)? {
+                    // Only possible when another checkout shares the target directory and
+                    // built at the same moment: this run proves nothing, so it is a crash.
+                    let outcome = RunOutcome {
+                        crash: Some(CrashClass::NoResult),
+                        record: None,
+                        reason: Some(format!(
+                            "{} was not built from {TRAIN_FILE} at {}: is another checkout building \
+                             into the same target directory?",
+                            built.binary.display(),
+                            &commit[..7.min(commit.len())]
+                        )),
+                        excerpt: None,
+                        seconds: 0.0,
+                        abandoned: false,
+                    };
+                    return self.record_finished(id, outcome, timings);
+                }
                 self.live.phase(id, "train", &description);
                 let spec = RunSpec {
                     binary: built.binary,
                     run_dir: self.run_dir(id),
                     profile: self.profile.name.to_string(),
                     timeout: self.timeout,
-                    expected_train_sha256: Some(prepare::manifest::sha256_hex(
-                        self.git.show(commit, TRAIN_FILE)?.as_bytes(),
-                    )),
+                    expected_train_sha256: Some(expected),
                     seed_offset: self.state().measurements.get(commit).map_or(0, Vec::len) as u64,
                 };
                 let live = &mut self.live;
                 let stop = self.stop.clone();
-                run::run_training(&spec, &mut |_, pct| live.progress(pct), &stop, &*self.sandbox)?
+                let mut polls = 0;
+                run::run_training(
+                    &spec,
+                    &mut |_, pct| {
+                        live.progress(pct);
+                        polls += 1;
+                        if polls == 3 {
+                            failpoint::hit("during-train");
+                        }
+                    },
+                    &stop,
+                    &*self.sandbox,
+                )?
             }
         };
+        self.record_finished(id, outcome, timings)
+    }
+
+    /// Journals `finished` for a run.
+    fn record_finished(&mut self, id: u64, outcome: RunOutcome, mut timings: Timings) -> Result<RunOutcome> {
         timings.train = outcome.seconds;
         timings.total = timings.agent + timings.build + timings.train;
         self.journal.append(Event::Finished {
@@ -546,6 +598,7 @@ impl Session {
             excerpt: outcome.excerpt.clone(),
             timings,
         })?;
+        failpoint::hit("after-finished");
         Ok(outcome)
     }
 
@@ -570,9 +623,10 @@ impl Session {
         rerun_of: Option<u64>,
     ) -> Result<Outcome> {
         self.live.phase(id, "decide", &self.description_of(id));
-        let state = self.state();
+        let state = self.state_before(id);
         let best_before = state.best;
-        let sigma = state.sigma();
+        // σ uses every measurement so far, this one included.
+        let sigma = self.state().sigma();
         let (status, reason, val) = match (&outcome.crash, &outcome.record) {
             (Some(c), _) => {
                 let status = if *c == CrashClass::Timeout {
@@ -663,10 +717,12 @@ impl Session {
         _rerun_of: Option<u64>,
     ) -> Result<Outcome> {
         self.journal.append(Event::Decided { id, time: now(), decision: decision.clone() })?;
+        failpoint::hit("after-decided");
         let best = self.best_commit();
         if self.git.head()? != best {
             self.git.reset_hard(&best)?;
         }
+        failpoint::hit("after-reset");
         journal::write_tsv(&self.dir, self.journal.events())?;
         self.live.phase(id, "idle", "");
         Ok(Outcome {
@@ -695,6 +751,7 @@ impl Session {
             diff_sha256: String::new(),
             rerun_of: Some(id),
         })?;
+        failpoint::hit("confirm-started");
         let second = self.measure(confirm_id, commit, Timings::default())?;
         self.settle_confirmation(id, confirm_id, commit, first, second)
     }
