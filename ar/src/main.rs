@@ -11,6 +11,9 @@ mod commands;
 #[allow(dead_code)]
 mod journal;
 mod run;
+// The experiment spawn arms the train child with it; until that lands only tests use it.
+#[allow(dead_code)]
+mod sandbox;
 mod ui;
 
 use std::process::ExitCode;
