@@ -363,8 +363,11 @@ pub fn tsv(events: &[Event]) -> String {
                 }
             }
             Event::Decided { id, decision, .. } => {
-                if let Some(r) = rows.get(id).filter(|r| matches!(r.kind, RunKind::Baseline | RunKind::Candidate)) {
-                    let commit = if decision.status == Status::Rejected { "-------" } else { r.commit.as_str() };
+                if let Some(r) =
+                    rows.get(id).filter(|r| matches!(r.kind, RunKind::Baseline | RunKind::Candidate))
+                {
+                    let commit =
+                        if decision.status == Status::Rejected { "-------" } else { r.commit.as_str() };
                     out.push_str(&tsv_row(
                         commit,
                         decision.val_bpb,

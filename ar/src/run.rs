@@ -97,8 +97,9 @@ pub fn embeds_train_sha(binary: &Path, sha256: &str) -> Result<bool> {
     if !cfg!(target_os = "linux") {
         return Ok(true);
     }
-    let raw: Vec<u8> =
-        (0..sha256.len() / 2).filter_map(|i| u8::from_str_radix(sha256.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    let raw: Vec<u8> = (0..sha256.len() / 2)
+        .filter_map(|i| u8::from_str_radix(sha256.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
     if raw.len() != 32 {
         return Ok(false);
     }
@@ -151,6 +152,8 @@ pub struct RunSpec {
     pub expected_train_sha256: Option<String>,
     /// Added to the train file's seed: how many times this commit was measured before.
     pub seed_offset: u64,
+    /// Confine the child: writes only under its run directory, no network.
+    pub sandbox: bool,
 }
 
 /// What a run produced.
@@ -176,7 +179,6 @@ pub fn run_training(
     spec: &RunSpec,
     progress: &mut dyn FnMut(u32, Option<f64>),
     stop: &AtomicBool,
-    sandbox: &dyn Fn(&mut Command),
 ) -> Result<RunOutcome> {
     std::fs::create_dir_all(&spec.run_dir)
         .with_context(|| format!("cannot create {}", spec.run_dir.display()))?;
@@ -201,7 +203,15 @@ pub fn run_training(
             Ok(())
         });
     }
-    sandbox(&mut cmd);
+    if spec.sandbox {
+        // The child may write only its run directory (record, log, scratch) — not the
+        // repository, not the journal — and may not use the network.
+        let scratch = spec.run_dir.join("tmp");
+        std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+        cmd.env("TMPDIR", &scratch);
+        let policy = crate::sandbox::Policy { writable: vec![spec.run_dir.clone()], network: false };
+        crate::sandbox::apply(&mut cmd, &policy).warn_once();
+    }
     let started = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot start {}", spec.binary.display()))?;
     let pid = child.id();

@@ -60,8 +60,8 @@ pub struct Session {
     pub live: LiveFile,
     /// Set by Ctrl-C: abandon the current run and stop.
     pub stop: Arc<AtomicBool>,
-    /// Applied to every training child (the sandbox).
-    pub sandbox: Box<dyn Fn(&mut std::process::Command)>,
+    /// Confine training children (landlock + seccomp); on unless the user opts out.
+    pub sandbox: bool,
     _lock: File,
 }
 
@@ -219,7 +219,7 @@ impl Session {
             features: opts.features.clone(),
             live: LiveFile::new(&dir),
             stop: Arc::new(AtomicBool::new(false)),
-            sandbox: Box::new(|_| {}),
+            sandbox: true,
             _lock: lock,
         };
         if !resumed || how != Open::Attach {
@@ -565,6 +565,7 @@ impl Session {
                     timeout: self.timeout,
                     expected_train_sha256: Some(expected),
                     seed_offset: self.state().measurements.get(commit).map_or(0, Vec::len) as u64,
+                    sandbox: self.sandbox,
                 };
                 let live = &mut self.live;
                 let stop = self.stop.clone();
@@ -579,7 +580,6 @@ impl Session {
                         }
                     },
                     &stop,
-                    &*self.sandbox,
                 )?
             }
         };
