@@ -78,8 +78,21 @@ pub const SMOKE: Profile = Profile {
     purpose: "seconds-long runs for tests, on the synthetic corpus",
 };
 
+/// `ar demo`: a handful of experiments end to end in a few minutes on a laptop CPU.
+pub const DEMO: Profile = Profile {
+    name: "demo",
+    max_seq_len: 128,
+    time_budget_secs: 15.0,
+    eval_tokens: 1 << 14,
+    vocab_size: 1024,
+    default_source: "synthetic",
+    tokenizer_max_chars: 1_000_000_000,
+    tokenizer_doc_cap: 10_000,
+    purpose: "ar demo: minutes end to end on a laptop CPU, on the synthetic corpus",
+};
+
 /// Every known profile, in the order `ar prepare --help` lists them.
-pub const ALL: [&Profile; 3] = [&CPU, &H100, &SMOKE];
+pub const ALL: [&Profile; 4] = [&CPU, &H100, &DEMO, &SMOKE];
 
 impl Profile {
     /// Looks a profile up by name.

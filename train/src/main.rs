@@ -441,7 +441,7 @@ const POLAR_EXPRESS: [(f32, f32, f32); 5] = [
 
 /// Approximately orthogonalizes g (singular values → ~1), iterating on the smaller Gram
 /// matrix so tall and wide matrices cost the same.
-fn polar_express(g: Tensor<2>) -> Tensor<2> {
+pub(crate) fn polar_express(g: Tensor<2>) -> Tensor<2> {
     let [r, c] = g.dims();
     let frob = g.clone().square().sum().sqrt().reshape([1, 1]);
     let mut x = g / frob.mul_scalar(1.02).add_scalar(1e-6);

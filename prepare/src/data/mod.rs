@@ -92,6 +92,7 @@ impl SourceSpec {
 pub fn default_synthetic_docs(profile: &Profile) -> u64 {
     match profile.name {
         "smoke" => 4_000,
+        "demo" => 20_000,
         "h100" => 400_000,
         _ => 60_000,
     }

@@ -1,0 +1,91 @@
+//! `ar demo`: the whole thing, offline, in a few minutes on a CPU — prepare the synthetic
+//! corpus on the `demo` profile, run a session with the built-in `evolve` agent (baselines,
+//! a handful of experiments, noise-aware keeps), write the report, and put the user back on
+//! the branch they started from. Ends with the path to the journal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use prepare::data::{DataOptions, SourceSpec};
+use prepare::pipeline::{PrepareOptions, prepare};
+use prepare::profile::DEMO;
+
+use super::loop_cmd::{LoopArgs, run_loop};
+use super::session_args::SessionArgs;
+use crate::git::Git;
+use crate::run::find_repo;
+use crate::ui::Bars;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Agent experiments after the baseline.
+    #[arg(long, default_value_t = 4)]
+    pub experiments: usize,
+    /// The repository (default: the one containing the current directory).
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+}
+
+pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    let repo = find_repo(&args.repo.unwrap_or_else(|| PathBuf::from(".")))?;
+    let git = Git::new(&repo);
+    if !git.changed_since("HEAD")?.is_empty() {
+        bail!("the demo runs on a new branch from HEAD: commit or stash your changes first");
+    }
+    let home = git.current_branch()?;
+    println!("1/3 Preparing the synthetic corpus (profile demo) …");
+    let prep = PrepareOptions {
+        profile: &DEMO,
+        sources: vec![SourceSpec::Synthetic(None)],
+        data: DataOptions::default(),
+        cache_dir: None,
+        force: false,
+    };
+    prepare(&prep, &Bars::new())?;
+    let tag = format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    println!("2/3 Session {tag}: baselines, then {} experiments by the evolve agent …", args.experiments);
+    let loop_args = LoopArgs {
+        tag: tag.clone(),
+        agent: "evolve".into(),
+        resume: false,
+        max_experiments: Some(args.experiments),
+        until: None,
+        model: None,
+        api_key_env: "OPENAI_API_KEY".into(),
+        agent_timeout: 600,
+        agent_retries: 2,
+        seed: 0,
+        no_sandbox: false,
+        repo: Some(repo.clone()),
+        session: SessionArgs {
+            profile: DEMO.name.into(),
+            rule: "noise".into(),
+            k: 2.0,
+            min_delta: 0.001,
+            baseline_runs: 2,
+            no_confirm: false,
+            remeasure_every: 5,
+            timeout: None,
+            features: Vec::new(),
+        },
+    };
+    let result = run_loop(&repo, &loop_args);
+    if let Some(branch) = &home {
+        let _ = git.checkout(branch);
+    }
+    let summary = result?;
+    println!("3/3 Report …");
+    let dir = summary.journal.parent().expect("the journal lives in a session directory").to_path_buf();
+    let written = crate::report::write_all(&crate::journal::read_events(&summary.journal)?, &dir)?;
+    println!(
+        "Demo done ({}): {} experiments on branch autoresearch/{tag}.\n  journal: {}\n  results: {}\n  report:  {}",
+        summary.reason,
+        summary.experiments,
+        summary.journal.display(),
+        dir.join("results.tsv").display(),
+        written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}

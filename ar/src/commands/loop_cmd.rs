@@ -1,0 +1,254 @@
+//! `ar loop --tag T --agent A`: the supervisor owns the loop and the agent is called once
+//! per experiment — ask for one change, run it as `ar experiment` would, feed the compact
+//! result back through the digest, repeat. It never stops on its own accord except at
+//! `--max-experiments`, `--until` or Ctrl-C (graceful: the current run is abandoned, the
+//! branch left on the best commit, the reason journaled).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::session_args::SessionArgs;
+use crate::agent::{AgentOptions, Outcome as AgentOutcome, Turn, parse_agent};
+use crate::git::TRAIN_FILE;
+use crate::journal::{Event, Status, now};
+use crate::run::find_repo;
+use crate::session::{Open, Session};
+
+/// Agent turns in a row without a usable change before the loop gives up.
+const MAX_BARREN_TURNS: usize = 5;
+
+#[derive(Debug, Args)]
+pub struct LoopArgs {
+    /// Session tag: the branch is autoresearch/<tag> (e.g. mar5).
+    #[arg(long)]
+    pub tag: String,
+    /// Who proposes changes: evolve (built in, no LLM), cmd:<agent CLI> (e.g.
+    /// 'cmd:claude -p'), or openai:<URL> with --model.
+    #[arg(long, default_value = "evolve")]
+    pub agent: String,
+    /// Continue an existing session (after a crash, a reboot or Ctrl-C).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many agent experiments (this invocation).
+    #[arg(long)]
+    pub max_experiments: Option<usize>,
+    /// Stop at this time: HH:MM (local, next occurrence), or a duration like 8h or 90m.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Model name for openai: agents.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Environment variable holding the API key for openai: agents.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Seconds an agent turn may take.
+    #[arg(long, default_value_t = 1800)]
+    pub agent_timeout: u64,
+    /// Retries of a failed agent turn before it is skipped.
+    #[arg(long, default_value_t = 2)]
+    pub agent_retries: u32,
+    /// Seed of the evolve agent.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run the training child without the sandbox (landlock + no network).
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// The repository (default: the one containing the current directory).
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// What `run` reports back (for `ar demo`).
+pub struct LoopSummary {
+    pub journal: PathBuf,
+    pub experiments: usize,
+    pub reason: String,
+}
+
+pub fn run(args: LoopArgs) -> Result<ExitCode> {
+    let repo = find_repo(&args.repo.clone().unwrap_or_else(|| PathBuf::from(".")))?;
+    let summary = run_loop(&repo, &args)?;
+    println!("Stopped: {}. Journal: {}", summary.reason, summary.journal.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The loop itself, shared with `ar demo`.
+pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
+    let deadline = args.until.as_deref().map(parse_until).transpose()?;
+    let mut agent_opts = AgentOptions {
+        model: args.model.clone(),
+        api_key_env: args.api_key_env.clone(),
+        timeout: Duration::from_secs(args.agent_timeout.max(1)),
+        retries: args.agent_retries,
+        seed: args.seed,
+        features: args.session.features.clone(),
+        ..AgentOptions::default()
+    };
+    let mut agent = parse_agent(&args.agent, &agent_opts)?;
+    let opts = args.session.options(&agent.name())?;
+    let how = if args.resume { Open::Resume } else { Open::Create };
+    let mut session = Session::open(repo, Some(&args.tag), how, &opts)?;
+    session.sandbox = !args.no_sandbox;
+    crate::interrupt::install(session.stop.clone());
+    agent_opts.max_seq_len = Some(session.profile.max_seq_len);
+    agent_opts.log_dir = Some(session.dir.join("agent"));
+    agent = parse_agent(&args.agent, &agent_opts)?;
+    println!(
+        "Session {} on {} | profile {} | agent {} | journal {}",
+        session.tag,
+        session.branch,
+        session.profile.name,
+        agent.name(),
+        session.journal.path().display()
+    );
+    let program = std::fs::read_to_string(repo.join("program.md"))
+        .with_context(|| format!("cannot read {}", repo.join("program.md").display()))?;
+
+    let stop_reason = |session: &Session, done: usize| -> Option<String> {
+        if session.stop.load(Ordering::SeqCst) {
+            return Some("interrupted (Ctrl-C)".into());
+        }
+        if args.max_experiments.is_some_and(|m| done >= m) {
+            return Some(format!("--max-experiments {} reached", done));
+        }
+        if deadline.is_some_and(|d| SystemTime::now() >= d) {
+            return Some("--until reached".into());
+        }
+        None
+    };
+
+    let mut done = 0usize;
+    let mut barren = 0usize;
+    let reason = match session.ensure_baseline() {
+        Err(e) if session.stop.load(Ordering::SeqCst) => format!("interrupted during the baseline ({e})"),
+        Err(e) => return Err(e),
+        Ok(()) => loop {
+            if let Some(r) = stop_reason(&session, done) {
+                break r;
+            }
+            if barren >= MAX_BARREN_TURNS {
+                break format!("the agent produced no usable change in {MAX_BARREN_TURNS} turns in a row");
+            }
+            let number = session.journal.next_id();
+            session.live.phase(number, "agent", &agent.name());
+            let started = Instant::now();
+            let digest = crate::report::digest_text(session.journal.events());
+            let train_file = std::fs::read_to_string(repo.join(TRAIN_FILE))?;
+            let events = session.journal.events().to_vec();
+            let turn = Turn {
+                repo,
+                program: &program,
+                train_file: &train_file,
+                digest: &digest,
+                events: &events,
+                number,
+            };
+            let outcome = agent.propose(&turn);
+            let seconds = started.elapsed().as_secs_f64();
+            if session.stop.load(Ordering::SeqCst) {
+                session.restore_tree()?;
+                break "interrupted (Ctrl-C)".into();
+            }
+            match outcome {
+                Ok(AgentOutcome::Changed { description, hypothesis }) => {
+                    match session.candidate(&description, hypothesis.as_deref(), seconds) {
+                        Ok(result) => {
+                            println!("{}", result.render());
+                            done += 1;
+                            barren = if result.status == Status::Rejected { barren + 1 } else { 0 };
+                            if result.status == Status::Rejected {
+                                session.restore_tree()?;
+                            }
+                        }
+                        Err(e) if e.to_string().starts_with("nothing to test") => {
+                            session.agent_turn_without_change("no-change", &e.to_string(), seconds)?;
+                            barren += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(AgentOutcome::NoChange { detail }) => {
+                    println!("agent turn: no change ({detail})");
+                    session.agent_turn_without_change("no-change", &detail, seconds)?;
+                    barren += 1;
+                }
+                Ok(AgentOutcome::Failed { detail }) => {
+                    println!("agent turn failed: {detail}");
+                    session.agent_turn_without_change("failed", &detail, seconds)?;
+                    barren += 1;
+                }
+                Err(e) => {
+                    println!("agent error: {e:#}");
+                    session.agent_turn_without_change("error", &format!("{e:#}"), seconds)?;
+                    barren += 1;
+                }
+            }
+        },
+    };
+    session.restore_tree()?;
+    session.journal.append(Event::Stopped { time: now(), reason: reason.clone() })?;
+    session.live.phase(0, "idle", "");
+    println!("{}", super::experiment::summary_line(&session));
+    Ok(LoopSummary { journal: session.journal.path().to_path_buf(), experiments: done, reason })
+}
+
+/// `HH:MM` (the next such local time) or a duration (`8h`, `90m`, `45s`).
+fn parse_until(s: &str) -> Result<SystemTime> {
+    let s = s.trim();
+    if let Some((h, m)) = s.split_once(':') {
+        let (h, m): (u32, u32) = (h.parse()?, m.parse()?);
+        if h > 23 || m > 59 {
+            bail!("--until {s}: not a time of day");
+        }
+        let now = SystemTime::now();
+        let secs_now = now.duration_since(SystemTime::UNIX_EPOCH)?.as_secs() as i64;
+        let offset = local_utc_offset(secs_now);
+        let local_now = secs_now + offset;
+        let day_start = local_now - local_now.rem_euclid(86_400);
+        let mut target = day_start + (h * 3600 + m * 60) as i64;
+        if target <= local_now {
+            target += 86_400;
+        }
+        return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs((target - offset) as u64));
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().with_context(|| format!("--until {s}: use HH:MM or a duration like 8h, 90m"))?;
+    let secs = match unit {
+        "h" => n * 3600.0,
+        "m" => n * 60.0,
+        "s" | "" => n,
+        _ => bail!("--until {s}: use HH:MM or a duration like 8h, 90m"),
+    };
+    Ok(SystemTime::now() + Duration::from_secs_f64(secs))
+}
+
+/// Seconds east of UTC of the local time zone at `t` (via the C library).
+fn local_utc_offset(t: i64) -> i64 {
+    // SAFETY: localtime_r writes into the tm we own.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        let tt = t as libc::time_t;
+        if libc::localtime_r(&tt, &mut tm).is_null() { 0 } else { tm.tm_gmtoff }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_until_accepts_durations_and_clock_times() {
+        let in_90m = parse_until("90m").unwrap().duration_since(SystemTime::now()).unwrap().as_secs();
+        assert!((5390..=5400).contains(&in_90m));
+        let at = parse_until("07:30").unwrap().duration_since(SystemTime::now()).unwrap().as_secs();
+        assert!(at <= 86_400);
+        assert!(parse_until("25:00").is_err() && parse_until("soon").is_err());
+    }
+}

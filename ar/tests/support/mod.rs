@@ -1,0 +1,3 @@
+//! Shared test support for the ar integration tests.
+
+pub mod fixture;
