@@ -2,4 +2,6 @@
 
 pub mod bench;
 pub mod prepare;
+pub mod report;
+pub mod status;
 pub mod train;
