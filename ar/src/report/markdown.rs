@@ -23,7 +23,12 @@ pub fn render(m: &Model, plot: Option<&str>) -> String {
     line(o, "Built from the session journal (`runs.jsonl`) alone.".to_string());
     line(o, String::new());
     if m.is_empty() {
-        line(o, "**No experiments recorded yet.** Run `ar loop` to start the session; this report fills in as experiments finish.".to_string());
+        line(
+            o,
+            "**No experiments recorded yet.** Run `ar loop` to start the session; this report fills \
+             in as experiments finish."
+                .to_string(),
+        );
         line(o, String::new());
         setup(o, m);
         return out;
@@ -350,7 +355,12 @@ fn noise(o: &mut String, m: &Model) {
         m.rows.iter().filter(|r| matches!(r.kind, RunKind::Confirm | RunKind::Remeasure)).collect();
     if !reruns.is_empty() {
         line(o, String::new());
-        line(o, "Re-runs (confirm: a candidate again before the branch advances; remeasure: the incumbent again):".to_string());
+        line(
+            o,
+            "Re-runs (confirm: a candidate again before the branch advances; remeasure: the \
+             incumbent again):"
+                .to_string(),
+        );
         line(o, String::new());
         for r in reruns {
             let of = r.rerun_of.and_then(|id| m.row(id));

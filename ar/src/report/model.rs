@@ -433,7 +433,7 @@ impl Model {
                 .rows
                 .iter()
                 .position(|r| matches(r) && !r.is_rerun())
-                .or_else(|| self.rows.iter().position(|r| matches(r)));
+                .or_else(|| self.rows.iter().position(matches));
             return Some(Best { val_bpb: step.best, commit: step.commit.clone(), row });
         }
         let (i, r) = self
@@ -453,7 +453,7 @@ impl Model {
 
     /// The margin a candidate had to beat at the last decision that reported one.
     pub fn margin(&self) -> Option<f64> {
-        self.rows.iter().filter(|r| r.reason.is_some()).filter_map(|r| r.margin).last()
+        self.rows.iter().rev().filter(|r| r.reason.is_some()).find_map(|r| r.margin)
     }
 
     /// k of the keep rule (margin = max(k·σ, min_delta)).
@@ -594,62 +594,14 @@ pub fn sample_std(xs: &[f64]) -> Option<f64> {
 // ---------------------------------------------------------------------------------------
 
 /// Leading verbs and filler that say how, not what ("halve total batch" → "total batch").
+#[rustfmt::skip]
 const FILLER: &[&str] = &[
-    "a",
-    "add",
-    "added",
-    "also",
-    "an",
-    "and",
-    "back",
-    "bigger",
-    "bump",
-    "change",
-    "changed",
-    "decrease",
-    "decreased",
-    "disable",
-    "double",
-    "doubled",
-    "drop",
-    "enable",
-    "even",
-    "for",
-    "from",
-    "halve",
-    "halved",
-    "higher",
-    "in",
-    "increase",
-    "increased",
-    "instead",
-    "larger",
-    "less",
-    "longer",
-    "lower",
-    "more",
-    "new",
-    "no",
-    "of",
-    "on",
-    "raise",
-    "reduce",
-    "reduced",
-    "remove",
-    "removed",
-    "replace",
-    "revert",
-    "set",
-    "shorter",
-    "smaller",
-    "switch",
-    "the",
-    "to",
-    "try",
-    "tweak",
-    "use",
-    "vs",
-    "with",
+    "a", "add", "added", "also", "an", "and", "back", "bigger", "bump", "change", "changed",
+    "decrease", "decreased", "disable", "double", "doubled", "drop", "enable", "even", "for",
+    "from", "halve", "halved", "higher", "in", "increase", "increased", "instead", "larger", "less",
+    "longer", "lower", "more", "new", "no", "of", "on", "raise", "reduce", "reduced", "remove",
+    "removed", "replace", "revert", "set", "shorter", "smaller", "switch", "the", "to", "try",
+    "tweak", "use", "vs", "with",
 ];
 
 /// The thing a description changed, for grouping: the first hyperparameter constant that
