@@ -1,8 +1,10 @@
 //! `ar`, the autoresearch supervisor: one thin binary over library code.
 //!
 //! Subcommands: `prepare` (data, tokenizer, manifest), `train` (build and run the train
-//! program), `bench` (speed against the PyTorch peer, the loader, the tokenizer). `main` turns errors into one line
-//! with the whole cause chain and an exit code that means something.
+//! program), `bench` (speed against the PyTorch peer, the loader, the tokenizer), `report`
+//! (plot, Markdown report, agent summary) and `status` (the session at a glance). `main`
+//! turns errors into one line with the whole cause chain and an exit code that means
+//! something.
 
 // Modules used by the supervisor loop as it lands piece by piece.
 #[allow(dead_code)]
@@ -23,6 +25,7 @@ mod journal;
 #[allow(dead_code)]
 mod live;
 #[allow(dead_code)]
+mod report;
 mod run;
 #[allow(dead_code)] // part of its API serves tests and reports
 mod sandbox;
@@ -55,6 +58,10 @@ enum Command {
     Experiment(commands::experiment::ExperimentArgs),
     /// Benchmarks: the training step against PyTorch, the loader, the tokenizer.
     Bench(commands::bench::BenchArgs),
+    /// The session's progress plot, Markdown report and agent summary, from the journal.
+    Report(commands::report::ReportArgs),
+    /// What is running now, the best so far, the last results (--watch to follow).
+    Status(commands::status::StatusArgs),
 }
 
 /// Exit code of a supervisor error (bad input, broken cache, I/O).
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Experiment(args) => commands::experiment::run(args),
         Command::Bench(args) => commands::bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Report(args) => commands::report::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => commands::status::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -166,8 +166,6 @@ pub struct RunOutcome {
     /// The sanitised, fenced tail of the log (crashes only).
     pub excerpt: Option<String>,
     pub seconds: f64,
-    /// True when the run was abandoned on request (Ctrl-C), not by its own doing.
-    pub abandoned: bool,
 }
 
 /// Runs the training child: stdout and stderr to `run.log`, `AR_RESULT` pointing into the
@@ -242,7 +240,7 @@ pub fn run_training(
     let record = std::fs::read_to_string(&result_path).ok().map(|t| RunRecord::parse(&t));
     let (crash, reason, record) = classify(status, timed_out, abandoned, &log_text, record, spec);
     let excerpt = crash.map(|_| crate::excerpt::excerpt(&log_text));
-    Ok(RunOutcome { crash, record, reason, excerpt, seconds, abandoned })
+    Ok(RunOutcome { crash, record, reason, excerpt, seconds })
 }
 
 /// The `(x%)` of the last progress line in the log, if any.

@@ -346,7 +346,6 @@ impl Session {
             reason: Some(reason.to_string()),
             excerpt: None,
             seconds: 0.0,
-            abandoned: true,
         }
     }
 
@@ -530,7 +529,6 @@ impl Session {
                     reason: Some("the train file does not compile".into()),
                     excerpt: Some(crate::excerpt::excerpt(&failure.first_error)),
                     seconds: 0.0,
-                    abandoned: false,
                 };
                 let _ = std::fs::create_dir_all(self.run_dir(id));
                 let _ = std::fs::write(self.run_dir(id).join("build.log"), &failure.log);
@@ -553,7 +551,6 @@ impl Session {
                         )),
                         excerpt: None,
                         seconds: 0.0,
-                        abandoned: false,
                     };
                     return self.record_finished(id, outcome, timings);
                 }
@@ -858,7 +855,6 @@ fn finished_outcome(events: &[Event], id: u64) -> Option<RunOutcome> {
             reason: crash.map(|c| c.name().to_string()),
             excerpt: excerpt.clone(),
             seconds: timings.train,
-            abandoned: false,
         }),
         _ => None,
     })

@@ -61,7 +61,8 @@ fn test_an_edit_outside_the_train_file_is_rejected_and_nothing_is_committed() {
     let head = fx.head();
     let eval = fx.repo.join("prepare/src/eval.rs");
     let original = std::fs::read_to_string(&eval).unwrap();
-    std::fs::write(&eval, original.replace("self.nats -= lp as f64;", "self.nats -= 0.5 * lp as f64;")).unwrap();
+    std::fs::write(&eval, original.replace("self.nats -= lp as f64;", "self.nats -= 0.5 * lp as f64;"))
+        .unwrap();
     fx.edit_train("const MATRIX_LR: f64 = 0.04;", "const MATRIX_LR: f64 = 0.05;");
     let out = experiment(&fx, "halve the loss");
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
@@ -150,7 +151,8 @@ fn kill_and_resume(point: &str) {
     let tag = format!("kill-{point}");
     with_baseline(&fx, &tag);
     fx.edit_train("const MATRIX_LR: f64 = 0.04;", "const MATRIX_LR: f64 = 0.045;");
-    let out = fx.ar_env(&["experiment", "-m", "killed candidate", "--timeout", "120"], &[("AR_FAILPOINT", point)]);
+    let out =
+        fx.ar_env(&["experiment", "-m", "killed candidate", "--timeout", "120"], &[("AR_FAILPOINT", point)]);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(9), "ar died at {point}: {}", text(&out));
     assert_no_training_left(&fx);
@@ -162,7 +164,10 @@ fn kill_and_resume(point: &str) {
     let best = decisions.last().unwrap()["decision"]["best_commit"].as_str().unwrap().to_string();
     assert_eq!(fx.head(), best, "after {point}: the branch is on the best commit");
     let tsv_rows = fx.tsv(&tag).lines().count() - 1;
-    let candidates = events(&journal, "started").iter().filter(|e| e["kind"] == "candidate" || e["kind"] == "baseline").count();
+    let candidates = events(&journal, "started")
+        .iter()
+        .filter(|e| e["kind"] == "candidate" || e["kind"] == "baseline")
+        .count();
     assert_eq!(tsv_rows, candidates, "one results.tsv row per experiment, none lost or doubled");
     assert!(!fx.repo.join(TRAIN_FILE).to_string_lossy().is_empty());
 }

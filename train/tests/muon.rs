@@ -11,7 +11,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 fn symmetric_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
     let n = a.len();
     for _ in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j] * a[i][j])
+            .sum();
         if off < 1e-18 {
             break;
         }
@@ -73,7 +76,8 @@ fn test_polar_express_pushes_singular_values_to_one() {
             .collect();
         let g = Tensor::<2>::from_data(TensorData::new(data, [r, c]), &device);
         let before = singular_values(&g);
-        let spread = before.iter().cloned().fold(0.0, f64::max) / before.iter().cloned().fold(f64::MAX, f64::min);
+        let spread =
+            before.iter().cloned().fold(0.0, f64::max) / before.iter().cloned().fold(f64::MAX, f64::min);
         assert!(spread > 3.0, "the random matrix is far from orthogonal ({spread})");
         let x = train_file::polar_express(g);
         for s in singular_values(&x) {

@@ -46,7 +46,8 @@ fn train(tag: &str) -> Run {
         .expect("the train binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let record = RunRecord::parse(&std::fs::read_to_string(&result).expect("a result record")).expect("valid");
+    let record =
+        RunRecord::parse(&std::fs::read_to_string(&result).expect("a result record")).expect("valid");
     Run { stdout, record }
 }
 
@@ -82,8 +83,17 @@ fn test_smoke_run_trains_honours_the_budget_and_writes_the_record() {
     assert!(r.hardware.cpu_cores >= 1 && r.peak_mem_mb > 0.0 && r.mfu_percent > 0.0);
     // The original's summary block, so `grep "^val_bpb:"` still works.
     let block = run.stdout.split("\n---\n").nth(1).expect("a --- summary block");
-    for key in ["val_bpb:", "training_seconds:", "total_seconds:", "peak_vram_mb:", "mfu_percent:",
-                "total_tokens_M:", "num_steps:", "num_params_M:", "depth:"] {
+    for key in [
+        "val_bpb:",
+        "training_seconds:",
+        "total_seconds:",
+        "peak_vram_mb:",
+        "mfu_percent:",
+        "total_tokens_M:",
+        "num_steps:",
+        "num_params_M:",
+        "depth:",
+    ] {
         assert!(block.lines().any(|l| l.starts_with(key)), "{key} missing from\n{block}");
     }
     assert!(block.contains(&format!("val_bpb:          {:.6}", r.val_bpb)));

@@ -78,7 +78,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     let summary = result?;
     println!("3/3 Report …");
     let dir = summary.journal.parent().expect("the journal lives in a session directory").to_path_buf();
-    let written = crate::report::write_all(&crate::journal::read_events(&summary.journal)?, &dir)?;
+    let written = super::report::write_session(&crate::journal::read_events(&summary.journal)?, &dir)?;
     println!(
         "Demo done ({}): {} experiments on branch autoresearch/{tag}.\n  journal: {}\n  results: {}\n  report:  {}",
         summary.reason,

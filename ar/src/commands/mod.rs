@@ -3,5 +3,7 @@
 pub mod bench;
 pub mod experiment;
 pub mod prepare;
+pub mod report;
 pub mod session_args;
+pub mod status;
 pub mod train;

@@ -162,7 +162,8 @@ impl Fixture {
     }
 
     pub fn tsv(&self, tag: &str) -> String {
-        std::fs::read_to_string(self.repo.join(".autoresearch").join(tag).join("results.tsv")).unwrap_or_default()
+        std::fs::read_to_string(self.repo.join(".autoresearch").join(tag).join("results.tsv"))
+            .unwrap_or_default()
     }
 }
 
@@ -177,7 +178,9 @@ pub fn events<'a>(journal: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde
 
 /// Every started experiment has exactly one decision, and no id is finished twice.
 pub fn assert_consistent(journal: &[serde_json::Value]) {
-    let ids = |kind: &str| -> Vec<u64> { events(journal, kind).iter().map(|e| e["id"].as_u64().unwrap()).collect() };
+    let ids = |kind: &str| -> Vec<u64> {
+        events(journal, kind).iter().map(|e| e["id"].as_u64().unwrap()).collect()
+    };
     let (started, decided, finished) = (ids("started"), ids("decided"), ids("finished"));
     let mut sorted = decided.clone();
     sorted.sort();
