@@ -110,12 +110,20 @@ pub fn embeds_train_sha(binary: &Path, sha256: &str) -> Result<bool> {
 /// The first `error` block of a cargo log, at most 12 lines.
 pub fn first_error(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.starts_with("error")) else {
+    // `--message-format=short` puts the location first (`path:line:col: error[E..]: ..`);
+    // the long format opens with `error[E..]` and gives the location on the next lines.
+    // cargo's own summary (`error: could not compile ..`) is never the interesting one.
+    let is_error = |l: &str| {
+        let l = l.trim_start();
+        (l.starts_with("error") || l.contains(": error")) && !l.starts_with("error: could not compile")
+    };
+    let Some(start) = lines.iter().position(|l| is_error(l)) else {
         return lines.iter().rev().take(12).rev().cloned().collect::<Vec<_>>().join("\n");
     };
     let mut out = vec![lines[start]];
     for l in &lines[start + 1..] {
-        if l.starts_with("error") || l.starts_with("warning") || out.len() >= 12 {
+        let next_diagnostic = is_error(l) || l.starts_with("warning") || l.contains(": warning");
+        if next_diagnostic || l.starts_with("error: could not compile") || out.len() >= 12 {
             break;
         }
         out.push(l);
@@ -132,6 +140,16 @@ mod tests {
         let log = "   Compiling train\nwarning: unused\nerror[E0425]: cannot find value `x`\n --> train/src/main.rs:3:5\n  |\nerror: aborting\n";
         let e = first_error(log);
         assert!(e.starts_with("error[E0425]") && e.contains("main.rs:3:5") && !e.contains("aborting"), "{e}");
+    }
+
+    #[test]
+    fn test_first_error_in_the_short_format_names_the_location() {
+        let log = "   Compiling train v0.1.0\ntrain/src/main.rs:9:1: warning: unused import\n\
+                   train/src/main.rs:40:33: error: expected expression, found `;`\n\
+                   train/src/main.rs:41:2: error[E0308]: mismatched types\n\
+                   error: could not compile `train` (bin \"train\") due to 2 previous errors\n";
+        let e = first_error(log);
+        assert_eq!(e, "train/src/main.rs:40:33: error: expected expression, found `;`");
     }
 }
 

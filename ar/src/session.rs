@@ -273,9 +273,11 @@ impl Session {
     /// the best commit — keeping any pending edit of the train file.
     pub fn recover(&mut self) -> Result<()> {
         let pending_edit = self.pending_train_edit()?;
+        let mut recovered = false;
         loop {
             let events = self.journal.events().to_vec();
             let Some(open) = last_open_experiment(&events) else { break };
+            recovered = true;
             match open {
                 Open_::NotCommitted { id } => {
                     // Killed between `started` and the commit: the change cannot be known
@@ -315,15 +317,25 @@ impl Session {
                 }
             }
         }
+        // Only the supervisor's own leftovers are cleaned: an interrupted experiment, or the
+        // branch left on one of its experiment commits. Anything else in the working tree is
+        // the agent's and stays for the scope guard to judge (a reset here would silently
+        // undo an out-of-scope edit instead of rejecting it).
         let best = self.best_commit();
-        if self.git.head()? != best || !self.git.changed_since(&best)?.is_empty() {
-            self.git.reset_hard(&best)?;
-        }
+        let head = self.git.head()?;
+        let on_own_commit = head != best && self.journal.events().iter().any(
+            |e| matches!(e, Event::Committed { commit, .. } if *commit == head),
+        );
         let set_aside = self.dir.join(SET_ASIDE);
-        let pending_edit = pending_edit.or_else(|| std::fs::read_to_string(&set_aside).ok());
-        if let Some(edit) = pending_edit {
-            std::fs::write(self.repo.join(TRAIN_FILE), edit)
-                .context("cannot restore the pending train file edit")?;
+        let set_aside_edit = std::fs::read_to_string(&set_aside).ok();
+        if recovered || on_own_commit || set_aside_edit.is_some() {
+            if head != best || !self.git.changed_since(&best)?.is_empty() {
+                self.git.reset_hard(&best)?;
+            }
+            if let Some(edit) = pending_edit.or(set_aside_edit) {
+                std::fs::write(self.repo.join(TRAIN_FILE), edit)
+                    .context("cannot restore the pending train file edit")?;
+            }
         }
         let _ = std::fs::remove_file(&set_aside);
         journal::write_tsv(&self.dir, self.journal.events())?;

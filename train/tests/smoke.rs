@@ -29,6 +29,26 @@ fn cache() -> &'static Path {
     })
 }
 
+/// The train binary, built through cargo: another checkout sharing the target directory
+/// (the supervisor tests' fixture does) may have replaced the uplifted
+/// `target/release/train`, and cargo restores it only if it is missing.
+fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().to_path_buf();
+        let bin = target.join("release").join("train");
+        let _ = std::fs::remove_file(&bin);
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--release", "--locked", "-p", "train", "--bin", "train"])
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success() && bin.is_file(), "the train binary builds");
+        bin
+    })
+}
+
 struct Run {
     stdout: String,
     record: RunRecord,
@@ -37,7 +57,7 @@ struct Run {
 fn train(tag: &str) -> Run {
     let result = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train-smoke-{tag}.json"));
     let _ = std::fs::remove_file(&result);
-    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+    let out = Command::new(binary())
         .env("AUTORESEARCH_CACHE", cache())
         .env("AR_PROFILE", "smoke")
         .env("AR_RESULT", &result)

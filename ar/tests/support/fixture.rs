@@ -2,10 +2,12 @@
 //! `target/tmp`, committed to git, with the train file's hyperparameters shrunk so a smoke
 //! run takes seconds, plus a smoke-profile cache prepared once.
 //!
-//! One repository, one path: cargo keys compiled path dependencies by their path, so a
-//! fixed location means `prepare` and the train crate compile once for the whole test
-//! binary and every scenario only recompiles the train file it changed. Scenarios share it
-//! through a mutex and reset it (branches, session directories, working tree) first.
+//! Cargo names the artifacts of workspace members by their path *relative to the
+//! workspace root*, so a plain copy would share (and overwrite) the real workspace's
+//! compiled `prepare` and `train`. The copy therefore gets its own workspace version: its
+//! crates compile once, separately, while burn and every other dependency stay shared.
+//! Scenarios share the one copy through a mutex and reset it (branches, session
+//! directories, working tree) first, so each only recompiles the train file it changed.
 
 #![allow(dead_code)]
 
@@ -60,6 +62,26 @@ fn shrink(train: &str) -> String {
     s
 }
 
+/// Gives the copy's workspace crates their own version (manifest and lock file), so their
+/// compiled artifacts never collide with the real workspace's.
+fn distinct_version(repo: &Path) {
+    const FIXTURE_VERSION: &str = "0.1.0-fixture";
+    let manifest = repo.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let from = "[workspace.package]\nversion = \"0.1.0\"";
+    assert!(text.contains(from), "the fixture expects `{from}` in Cargo.toml");
+    std::fs::write(&manifest, text.replace(from, &format!("[workspace.package]\nversion = \"{FIXTURE_VERSION}\""))).unwrap();
+    let lock = repo.join("Cargo.lock");
+    let mut text = std::fs::read_to_string(&lock).unwrap();
+    for member in ["ar", "kernels", "prepare", "train"] {
+        text = text.replace(
+            &format!("name = \"{member}\"\nversion = \"0.1.0\""),
+            &format!("name = \"{member}\"\nversion = \"{FIXTURE_VERSION}\""),
+        );
+    }
+    std::fs::write(&lock, text).unwrap();
+}
+
 impl Fixture {
     fn create() -> Fixture {
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -80,6 +102,7 @@ impl Fixture {
         }
         let train = repo.join(TRAIN_FILE);
         std::fs::write(&train, shrink(&std::fs::read_to_string(&train).unwrap())).unwrap();
+        distinct_version(&repo);
         git(&repo, &["init", "-q", "-b", "main"]);
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "-q", "-m", "fixture"]);
