@@ -1,7 +1,8 @@
 //! `ar`, the autoresearch supervisor: one thin binary over library code.
 //!
 //! Subcommands: `prepare` (data, tokenizer, manifest), `train` (build and run the train
-//! program), `bench` (speed against the PyTorch peer, the loader, the tokenizer), `report`
+//! program), `experiment` (one guarded, decided experiment), `loop` (an agent experimenting
+//! until stopped), `demo` (the whole thing offline, in minutes), `bench` (speed against the PyTorch peer, the loader, the tokenizer), `report`
 //! (plot, Markdown report, agent summary) and `status` (the session at a glance). `main`
 //! turns errors into one line with the whole cause chain and an exit code that means
 //! something.
@@ -56,6 +57,10 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// One experiment: guard, commit, build, train, decide (for agents following program.md).
     Experiment(commands::experiment::ExperimentArgs),
+    /// Let an agent experiment until stopped: propose, guard, commit, train, decide, repeat.
+    Loop(commands::loop_cmd::LoopArgs),
+    /// The whole loop offline in a few minutes: demo data, the built-in agent, a report.
+    Demo(commands::demo::DemoArgs),
     /// Benchmarks: the training step against PyTorch, the loader, the tokenizer.
     Bench(commands::bench::BenchArgs),
     /// The session's progress plot, Markdown report and agent summary, from the journal.
@@ -73,6 +78,8 @@ fn main() -> ExitCode {
         Command::Prepare(args) => commands::prepare::run(args).map(|()| ExitCode::SUCCESS),
         Command::Train(args) => commands::train::run(args),
         Command::Experiment(args) => commands::experiment::run(args),
+        Command::Loop(args) => commands::loop_cmd::run(args),
+        Command::Demo(args) => commands::demo::run(args),
         Command::Bench(args) => commands::bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => commands::report::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => commands::status::run(args).map(|()| ExitCode::SUCCESS),

@@ -1,7 +1,9 @@
 //! One module per `ar` subcommand.
 
 pub mod bench;
+pub mod demo;
 pub mod experiment;
+pub mod loop_cmd;
 pub mod prepare;
 pub mod report;
 pub mod session_args;
