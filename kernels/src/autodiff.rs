@@ -3,7 +3,7 @@
 //! composed graph. Generic over the checkpoint strategy `C`, so `Device::autodiff()` and
 //! `.gradient_checkpointing()` devices both get them.
 //!
-//! All three ops are marked compute-bound: their saved state (O and logsumexp, y and rstd, the
+//! All ops are marked compute-bound: their saved state (O and logsumexp, y and rstd, the
 //! per-row logsumexp) is kept rather than recomputed under gradient checkpointing — recomputing
 //! would mean re-running the very kernel we are trying not to run twice. The backward kernels run
 //! on the inner Flex backend, so they are not themselves differentiable (no second-order
@@ -21,7 +21,9 @@ use burn::backend::{Autodiff, Flex};
 
 use crate::flex::attention::{attention_backward, attention_forward};
 use crate::flex::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use crate::flex::relu_square::{relu_square_backward, relu_square_forward};
 use crate::flex::rms_norm::{rms_norm_backward, rms_norm_forward};
+use crate::flex::rope::{rope_rms_norm_backward, rope_rms_norm_forward};
 use crate::flex::{contiguous, f32s};
 
 /// A float tensor on `Autodiff<Flex, C>`.
@@ -48,6 +50,61 @@ pub(crate) fn rms_norm<C: CheckpointStrategy>(x: AdTensor<C>, eps: f32) -> AdTen
             prep.finish((y.clone(), rstd), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(rms_norm_forward(x, eps).0),
+    }
+}
+
+/// x: [B,T,H,D] → y: [B,T,H,D], with cos, sin: [T, D/2] constant tables; saves (y, rstd).
+pub(crate) fn rope_rms_norm<C: CheckpointStrategy>(
+    x: AdTensor<C>,
+    cos: FlexTensor,
+    sin: FlexTensor,
+    eps: f32,
+) -> AdTensor<C> {
+    #[derive(Debug)]
+    struct RopeRmsNormBackward;
+
+    impl Backward<Flex, 1> for RopeRmsNormBackward {
+        type State = [FlexTensor; 4]; // y, rstd, cos, sin
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [y, rstd, cos, sin] = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
+                rope_rms_norm_backward(&y, &rstd, &cos, &sin, dy)
+            });
+        }
+    }
+
+    let (x, guard) = x.into_parts();
+    match RopeRmsNormBackward.prepare::<C>([guard]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (y, rstd) = rope_rms_norm_forward(x, &cos, &sin, eps);
+            prep.finish([y.clone(), rstd, cos, sin], y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(rope_rms_norm_forward(x, &cos, &sin, eps).0),
+    }
+}
+
+/// x: [...] → y = max(x, 0)²: [...]; saves y.
+pub(crate) fn relu_square<C: CheckpointStrategy>(x: AdTensor<C>) -> AdTensor<C> {
+    #[derive(Debug)]
+    struct ReluSquareBackward;
+
+    impl Backward<Flex, 1> for ReluSquareBackward {
+        type State = FlexTensor; // y
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let y = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |dy| relu_square_backward(&y, dy));
+        }
+    }
+
+    let (x, guard) = x.into_parts();
+    match ReluSquareBackward.prepare::<C>([guard]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let y = relu_square_forward(x);
+            prep.finish(y.clone(), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(relu_square_forward(x)),
     }
 }
 

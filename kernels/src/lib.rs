@@ -1,5 +1,5 @@
 //! Fixed fused ops for the train program, each with a hand-written forward AND backward: RMSNorm,
-//! causal sliding-window attention, and softcapped cross-entropy. This crate is the counterpart of
+//! RoPE+RMSNorm, causal sliding-window attention, relu², and softcapped cross-entropy. This crate is the counterpart of
 //! the original's flash-attention import — the agent uses these ops, it does not edit them.
 //!
 //! Why: on a CPU, a composed op pays one full memory pass (and often an allocation) per primitive,
@@ -50,6 +50,57 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f32) -> Tensor<D> {
             rms_norm_autodiff::<BalancedCheckpointing, D>(x, eps)
         }
         Route::Composed => reference::rms_norm(x, eps),
+    }
+}
+
+/// RoPE then RMSNorm (no weight) over each head: the model's `norm(apply_rotary_emb(q))` for q
+/// and k, fused.
+///
+/// Shapes: x [B, T, H, D] (D even), cos and sin [T, D/2] → [B, T, H, D]. Each head's halves
+/// (x1, x2) are rotated to (x1·cos + x2·sin, x2·cos − x1·sin), then normalised over D. The tables
+/// are constants: if either is tracked by autodiff, the composed version runs so they get
+/// their gradients.
+pub fn rope_rms_norm(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>, eps: f32) -> Tensor<4> {
+    let route = route(&x);
+    let tables = match route {
+        Route::Composed => None,
+        _ => flex_constant(&cos).zip(flex_constant(&sin)),
+    };
+    let Some((cos_f, sin_f)) = tables else {
+        return reference::rope_rms_norm(x, cos, sin, eps);
+    };
+    let (cos_f, sin_f) = (flex::contiguous(cos_f, "rope_rms_norm"), flex::contiguous(sin_f, "rope_rms_norm"));
+    match route {
+        Route::Flex => {
+            let (y, _) = flex::rope::rope_rms_norm_forward(flex_primitive(x), &cos_f, &sin_f, eps);
+            Tensor::from_primitive::<Flex>(y)
+        }
+        Route::Autodiff(GradientCheckpointingStrategy::Disabled) => {
+            rope_rms_norm_autodiff::<NoCheckpointing>(x, cos_f, sin_f, eps)
+        }
+        Route::Autodiff(GradientCheckpointingStrategy::Balanced) => {
+            rope_rms_norm_autodiff::<BalancedCheckpointing>(x, cos_f, sin_f, eps)
+        }
+        Route::Composed => unreachable!("handled above"),
+    }
+}
+
+/// relu(x)², the MLP activation, fused (one pass forward, one backward; saves only its output,
+/// which the next matmul keeps anyway).
+///
+/// Shapes: x [...] → [...].
+pub fn relu_square<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match route(&x) {
+        Route::Flex => {
+            Tensor::from_primitive::<Flex>(flex::relu_square::relu_square_forward(flex_primitive(x)))
+        }
+        Route::Autodiff(GradientCheckpointingStrategy::Disabled) => {
+            relu_square_autodiff::<NoCheckpointing, D>(x)
+        }
+        Route::Autodiff(GradientCheckpointingStrategy::Balanced) => {
+            relu_square_autodiff::<BalancedCheckpointing, D>(x)
+        }
+        Route::Composed => reference::relu_square(x),
     }
 }
 
@@ -121,6 +172,10 @@ pub struct KernelCalls {
     pub attention_backward: usize,
     pub cross_entropy_forward: usize,
     pub cross_entropy_backward: usize,
+    pub rope_rms_norm_forward: usize,
+    pub rope_rms_norm_backward: usize,
+    pub relu_square_forward: usize,
+    pub relu_square_backward: usize,
 }
 
 /// The current [`KernelCalls`].
@@ -133,6 +188,10 @@ pub fn kernel_calls() -> KernelCalls {
         attention_backward: counters::ATTENTION_BACKWARD.load(Relaxed),
         cross_entropy_forward: counters::CROSS_ENTROPY_FORWARD.load(Relaxed),
         cross_entropy_backward: counters::CROSS_ENTROPY_BACKWARD.load(Relaxed),
+        rope_rms_norm_forward: counters::ROPE_RMS_NORM_FORWARD.load(Relaxed),
+        rope_rms_norm_backward: counters::ROPE_RMS_NORM_BACKWARD.load(Relaxed),
+        relu_square_forward: counters::RELU_SQUARE_FORWARD.load(Relaxed),
+        relu_square_backward: counters::RELU_SQUARE_BACKWARD.load(Relaxed),
     }
 }
 
@@ -178,6 +237,15 @@ fn flex_primitive<const D: usize>(t: Tensor<D>) -> burn::backend::flex::FlexTens
     t.try_into_primitive::<Flex>().expect("kernels: routed to Flex, so the tensor is a Flex tensor")
 }
 
+/// A constant (untracked) f32 tensor on Flex, with or without autodiff, as a Flex primitive; None
+/// when it lives elsewhere, is tracked, or is not f32.
+fn flex_constant<const D: usize>(t: &Tensor<D>) -> Option<burn::backend::flex::FlexTensor> {
+    if t.dtype() != DType::F32 || t.is_tracked() {
+        return None;
+    }
+    t.clone().inner().try_into_primitive::<Flex>().ok()
+}
+
 fn autodiff_primitive<C: CheckpointStrategy, const D: usize>(t: Tensor<D>) -> autodiff::AdTensor<C>
 where
     DispatchTensor: DispatchKindConversion<Autodiff<Flex, C>>,
@@ -192,6 +260,26 @@ where
 {
     let y = autodiff::rms_norm::<C>(autodiff_primitive(x), eps);
     Tensor::from_primitive::<Autodiff<Flex, C>>(y)
+}
+
+fn rope_rms_norm_autodiff<C: CheckpointStrategy>(
+    x: Tensor<4>,
+    cos: burn::backend::flex::FlexTensor,
+    sin: burn::backend::flex::FlexTensor,
+    eps: f32,
+) -> Tensor<4>
+where
+    DispatchTensor: DispatchKindConversion<Autodiff<Flex, C>>,
+{
+    let y = autodiff::rope_rms_norm::<C>(autodiff_primitive(x), cos, sin, eps);
+    Tensor::from_primitive::<Autodiff<Flex, C>>(y)
+}
+
+fn relu_square_autodiff<C: CheckpointStrategy, const D: usize>(x: Tensor<D>) -> Tensor<D>
+where
+    DispatchTensor: DispatchKindConversion<Autodiff<Flex, C>>,
+{
+    Tensor::from_primitive::<Autodiff<Flex, C>>(autodiff::relu_square::<C>(autodiff_primitive(x)))
 }
 
 fn attention_autodiff<C: CheckpointStrategy>(

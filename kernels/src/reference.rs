@@ -5,13 +5,36 @@
 //! Written for clarity, not speed; each mirrors the PyTorch peer (`reference_gpt.py`) line for
 //! line. The sliding window stays real here too: it is a [T, T] mask, not a dropped argument.
 
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 /// F.rms_norm(x, (x.size(-1),), eps) without weight: x / sqrt(mean(x², -1) + eps).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f32) -> Tensor<D> {
     let mean_square = x.clone().square().mean_dim(D - 1);
     x * mean_square.add_scalar(eps).sqrt().recip()
+}
+
+/// rms_norm(rotary(x, cos, sin), eps): the model's q/k path.
+pub fn rope_rms_norm(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>, eps: f32) -> Tensor<4> {
+    rms_norm(rotary(x, cos, sin), eps)
+}
+
+/// Rotary embedding on [B, T, H, D] with cos, sin [T, D/2]: each head's halves (x1, x2) become
+/// (x1·cos + x2·sin, x2·cos − x1·sin), as `apply_rotary_emb` in the original.
+pub fn rotary(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    let [_, t, _, d] = x.dims();
+    let half = d / 2;
+    let (cos, sin) = (cos.reshape([1, t, 1, half]), sin.reshape([1, t, 1, half]));
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    let y1 = x1.clone() * cos.clone() + x2.clone() * sin.clone();
+    let y2 = x2 * cos - x1 * sin;
+    Tensor::cat(vec![y1, y2], 3)
+}
+
+/// relu(x)², the MLP activation.
+pub fn relu_square<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    relu(x).square()
 }
 
 /// softmax(scale · q kᵀ + window mask) v on [B, T, H, D] tensors, k/v with Hkv heads (GQA).

@@ -14,7 +14,7 @@
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::math::{self, multiversion};
+use super::math::{self, Isa, multiversion};
 use super::{SharedMut, contiguous, counters, dims, f32s, tensor};
 
 /// Query rows per block. 64 keeps the masked waste of the diagonal tiles small at T = 256
@@ -229,10 +229,7 @@ unsafe fn backward_kv_head(
             let (p, dp) = (&mut scratch.p[..bq * lk], &mut scratch.dp[..bq * lk]);
             let (q_blk, do_blk) = (q_base + i0 * q_rs, q_base + i0 * q_rs);
             let (k_blk, v_blk) = (k_base + j0 * k_rs, k_base + j0 * k_rs);
-            for (r, di) in scratch.di[..bq].iter_mut().enumerate() {
-                let row = q_blk + r * q_rs;
-                *di = math::dot(&x.d_o[row..row + n.d], &x.o[row..row + n.d]);
-            }
+            block_dots(&mut scratch.di[..bq], x.d_o, x.o, q_blk, q_rs, n.d);
             unsafe {
                 // S = scale · Q Kᵀ, then P = exp(S − lse) inside the window, 0 outside.
                 gemm(
@@ -331,20 +328,20 @@ unsafe fn gemm(
 
 /// Softmax of `row[lo..hi]` in place, zeros elsewhere; returns the logsumexp of `row[lo..hi]`.
 #[inline(always)]
-fn softmax_row_generic(row: &mut [f32], lo: usize, hi: usize) -> f32 {
+fn softmax_row_generic<I: Isa>(row: &mut [f32], lo: usize, hi: usize) -> f32 {
     let m = math::max(&row[lo..hi]);
     let mut acc = [0.0f32; 16];
     let seen = &mut row[lo..hi];
     let mut chunks = seen.chunks_exact_mut(16);
     for c in &mut chunks {
         for i in 0..16 {
-            c[i] = math::exp(c[i] - m);
+            c[i] = math::exp::<I>(c[i] - m);
             acc[i] += c[i];
         }
     }
     let mut sum = 0.0f32;
     for x in chunks.into_remainder() {
-        *x = math::exp(*x - m);
+        *x = math::exp::<I>(*x - m);
         sum += *x;
     }
     sum += acc.iter().sum::<f32>();
@@ -357,12 +354,22 @@ fn softmax_row_generic(row: &mut [f32], lo: usize, hi: usize) -> f32 {
     m + sum.ln()
 }
 
+/// di[r] = dO[row r] · O[row r] (= rowsum(dO ⊙ O)) for the `di.len()` rows of a block starting
+/// at element `first`, rows `stride` apart, `d` wide.
+#[inline(always)]
+fn block_dots_generic<I: Isa>(di: &mut [f32], d_o: &[f32], o: &[f32], first: usize, stride: usize, d: usize) {
+    for (r, di) in di.iter_mut().enumerate() {
+        let row = first + r * stride;
+        *di = math::dot::<I>(&d_o[row..row + d], &o[row..row + d]);
+    }
+}
+
 /// P = exp(S − lse) on `row[lo..hi]` in place (the forward's probabilities, recomputed), zeros
 /// elsewhere.
 #[inline(always)]
-fn probs_row_generic(row: &mut [f32], lo: usize, hi: usize, lse: f32) {
+fn probs_row_generic<I: Isa>(row: &mut [f32], lo: usize, hi: usize, lse: f32) {
     for x in &mut row[lo..hi] {
-        *x = math::exp(*x - lse);
+        *x = math::exp::<I>(*x - lse);
     }
     row[..lo].fill(0.0);
     row[hi..].fill(0.0);
@@ -370,7 +377,7 @@ fn probs_row_generic(row: &mut [f32], lo: usize, hi: usize, lse: f32) {
 
 /// dS = scale · P ⊙ (dP − di), in place over dP. Where P is 0 (outside the window) so is dS.
 #[inline(always)]
-fn score_grad_row_generic(dp: &mut [f32], p: &[f32], di: f32, scale: f32) {
+fn score_grad_row_generic<I: Isa>(dp: &mut [f32], p: &[f32], di: f32, scale: f32) {
     for (ds, &p) in dp.iter_mut().zip(p) {
         *ds = scale * p * (*ds - di);
     }
@@ -378,6 +385,9 @@ fn score_grad_row_generic(dp: &mut [f32], p: &[f32], di: f32, scale: f32) {
 
 multiversion! {
     fn softmax_row(row: &mut [f32], lo: usize, hi: usize) -> f32 = softmax_row_generic;
+}
+multiversion! {
+    fn block_dots(di: &mut [f32], d_o: &[f32], o: &[f32], first: usize, stride: usize, d: usize) = block_dots_generic;
 }
 multiversion! {
     fn probs_row(row: &mut [f32], lo: usize, hi: usize, lse: f32) = probs_row_generic;

@@ -12,7 +12,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::math::{self, multiversion};
+use super::math::{self, Isa, multiversion};
 use super::{contiguous, counters, dims, f32s, tensor};
 
 /// Targets equal to this are ignored (PyTorch's `ignore_index=-1`, used for padding).
@@ -67,8 +67,9 @@ pub(crate) fn cross_entropy_forward(logits: &FlexTensor, targets: &[i64], cap: f
                     if target == IGNORE {
                         continue;
                     }
-                    *lse = cap + sum_exp_capped(row, cap).ln();
-                    total += f64::from(*lse - cap * math::tanh(row[target as usize] / cap));
+                    let (row_lse, loss) = forward_row(row, target as usize, cap);
+                    *lse = row_lse;
+                    total += f64::from(loss);
                     counted += 1;
                 }
                 (total, counted)
@@ -140,24 +141,34 @@ fn check(shape: &[usize], targets: &[i64], cap: f32) -> (usize, usize) {
     (shape[0], v)
 }
 
-/// Σ_j exp(cap·tanh(x_j/cap) − cap) over one row.
+/// (logsumexp_j z_j, logsumexp − z_target) of one row, z = cap·tanh(x/cap). The shift by cap
+/// (≥ every z) keeps every exponential ≤ 1 without a max pass.
 #[inline(always)]
-fn sum_exp_capped_generic(row: &[f32], cap: f32) -> f32 {
+fn forward_row_generic<I: Isa>(row: &[f32], target: usize, cap: f32) -> (f32, f32) {
     let inv_cap = 1.0 / cap;
+    let shifted_exp = |x: f32| math::exp::<I>(I::fma(cap, math::tanh::<I>(x * inv_cap), -cap));
     let mut acc = [0.0f32; 16];
     let mut chunks = row.chunks_exact(16);
     for c in &mut chunks {
         for i in 0..16 {
-            acc[i] += math::exp(cap * math::tanh(c[i] * inv_cap) - cap);
+            acc[i] += shifted_exp(c[i]);
         }
     }
-    let tail: f32 = chunks.remainder().iter().map(|&x| math::exp(cap * math::tanh(x * inv_cap) - cap)).sum();
-    acc.iter().sum::<f32>() + tail
+    let tail: f32 = chunks.remainder().iter().map(|&x| shifted_exp(x)).sum();
+    let lse = cap + (acc.iter().sum::<f32>() + tail).ln();
+    (lse, lse - cap * math::tanh::<I>(row[target] * inv_cap))
 }
 
 /// One row of the gradient. `x` is the logits row, or None when `dx` holds it (in place).
 #[inline(always)]
-fn backward_row_generic(dx: &mut [f32], x: Option<&[f32]>, target: i64, lse: f32, cap: f32, coef: f32) {
+fn backward_row_generic<I: Isa>(
+    dx: &mut [f32],
+    x: Option<&[f32]>,
+    target: i64,
+    lse: f32,
+    cap: f32,
+    coef: f32,
+) {
     if target == IGNORE {
         dx.fill(0.0);
         return;
@@ -165,8 +176,8 @@ fn backward_row_generic(dx: &mut [f32], x: Option<&[f32]>, target: i64, lse: f32
     let inv_cap = 1.0 / cap;
     // d/dx of cap·tanh(x/cap) is 1 − tanh²; the softmax gradient is p − onehot.
     let grad = |x: f32| {
-        let t = math::tanh(x * inv_cap);
-        coef * math::exp(cap * t - lse) * (1.0 - t * t)
+        let t = math::tanh::<I>(x * inv_cap);
+        coef * math::exp::<I>(I::fma(cap, t, -lse)) * I::fma(-t, t, 1.0)
     };
     let target = target as usize;
     let x_target = x.map_or(dx[target], |x| x[target]);
@@ -174,12 +185,12 @@ fn backward_row_generic(dx: &mut [f32], x: Option<&[f32]>, target: i64, lse: f32
         Some(x) => dx.iter_mut().zip(x).for_each(|(dx, &x)| *dx = grad(x)),
         None => dx.iter_mut().for_each(|dx| *dx = grad(*dx)),
     }
-    let t = math::tanh(x_target * inv_cap);
+    let t = math::tanh::<I>(x_target * inv_cap);
     dx[target] -= coef * (1.0 - t * t);
 }
 
 multiversion! {
-    fn sum_exp_capped(row: &[f32], cap: f32) -> f32 = sum_exp_capped_generic;
+    fn forward_row(row: &[f32], target: usize, cap: f32) -> (f32, f32) = forward_row_generic;
 }
 multiversion! {
     fn backward_row(dx: &mut [f32], x: Option<&[f32]>, target: i64, lse: f32, cap: f32, coef: f32) = backward_row_generic;

@@ -9,7 +9,9 @@
 pub(crate) mod attention;
 pub(crate) mod cross_entropy;
 pub(crate) mod math;
+pub(crate) mod relu_square;
 pub(crate) mod rms_norm;
+pub(crate) mod rope;
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData};
@@ -24,6 +26,20 @@ pub(crate) fn contiguous(t: FlexTensor, op: &str) -> FlexTensor {
 /// The elements of a contiguous f32 tensor (see [`contiguous`]).
 pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("kernels: tensor was made contiguous f32 first")
+}
+
+/// `t` as a contiguous f32 tensor whose buffer this caller may overwrite: `t` itself when nothing
+/// else holds its buffer (the usual case for an upstream gradient: no allocation, no page
+/// faults), a copy otherwise.
+pub(crate) fn into_unique(t: FlexTensor, op: &str) -> FlexTensor {
+    let t = contiguous(t, op);
+    let exact = t.layout().start_offset() == 0 && t.bytes().len() == 4 * t.layout().num_elements();
+    if t.is_unique() && exact { t } else { tensor(f32s(&t).to_vec(), dims(&t)) }
+}
+
+/// The elements of a tensor from [`into_unique`], writable.
+pub(crate) fn f32s_mut(t: &mut FlexTensor) -> &mut [f32] {
+    t.try_storage_mut::<f32>().expect("kernels: tensor was made unique first")
 }
 
 /// The dims of a tensor.
@@ -68,6 +84,10 @@ pub(crate) mod counters {
     pub(crate) static ATTENTION_BACKWARD: AtomicUsize = AtomicUsize::new(0);
     pub(crate) static CROSS_ENTROPY_FORWARD: AtomicUsize = AtomicUsize::new(0);
     pub(crate) static CROSS_ENTROPY_BACKWARD: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static RELU_SQUARE_FORWARD: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static RELU_SQUARE_BACKWARD: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static ROPE_RMS_NORM_FORWARD: AtomicUsize = AtomicUsize::new(0);
+    pub(crate) static ROPE_RMS_NORM_BACKWARD: AtomicUsize = AtomicUsize::new(0);
 
     pub(crate) fn bump(counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::Relaxed);

@@ -9,8 +9,8 @@
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::math::{self, multiversion};
-use super::{contiguous, counters, dims, f32s, tensor};
+use super::math::{self, Isa, multiversion};
+use super::{contiguous, counters, dims, f32s, f32s_mut, into_unique, tensor};
 
 /// Elements per rayon task: big enough to amortise scheduling, small enough to balance 2+ cores.
 const TASK_ELEMS: usize = 1 << 15;
@@ -34,27 +34,28 @@ pub(crate) fn rms_norm_forward(x: FlexTensor, eps: f32) -> (FlexTensor, FlexTens
     (tensor(y, shape), tensor(rstd, vec![rows]))
 }
 
-/// (y: [..., d], rstd: [rows], dy: [..., d]) → dx: [..., d].
+/// (y: [..., d], rstd: [rows], dy: [..., d]) → dx: [..., d], written over dy's buffer when dy
+/// is not shared.
 pub(crate) fn rms_norm_backward(y: &FlexTensor, rstd: &FlexTensor, dy: FlexTensor) -> FlexTensor {
     counters::bump(&counters::RMS_NORM_BACKWARD);
-    let dy = contiguous(dy, "rms_norm backward");
     let shape = dims(y);
     assert_eq!(dims(&dy), shape, "kernels::rms_norm backward: gradient shape differs from the output");
+    let mut dx = into_unique(dy, "rms_norm backward");
     let d = shape[shape.len() - 1];
-    let (ys, rs, dys) = (f32s(y), f32s(rstd), f32s(&dy));
-    let mut dx = vec![0.0f32; ys.len()];
+    let (ys, rs) = (f32s(y), f32s(rstd));
     let rows_per_task = (TASK_ELEMS / d).max(1);
-    dx.par_chunks_mut(rows_per_task * d)
+    f32s_mut(&mut dx)
+        .par_chunks_mut(rows_per_task * d)
         .zip(rs.par_chunks(rows_per_task))
-        .zip(ys.par_chunks(rows_per_task * d).zip(dys.par_chunks(rows_per_task * d)))
-        .for_each(|((dx, rstd), (y, dy))| backward_rows(y, rstd, dy, dx, d));
-    tensor(dx, shape)
+        .zip(ys.par_chunks(rows_per_task * d))
+        .for_each(|((g, rstd), y)| backward_rows(y, rstd, g, d));
+    dx
 }
 
 #[inline(always)]
-fn forward_rows_generic(x: &[f32], y: &mut [f32], rstd: &mut [f32], d: usize, eps: f32) {
+fn forward_rows_generic<I: Isa>(x: &[f32], y: &mut [f32], rstd: &mut [f32], d: usize, eps: f32) {
     for ((x, y), r) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(rstd.iter_mut()) {
-        let inv = 1.0 / (math::dot(x, x) / d as f32 + eps).sqrt();
+        let inv = 1.0 / (math::dot::<I>(x, x) / d as f32 + eps).sqrt();
         for (y, &x) in y.iter_mut().zip(x) {
             *y = x * inv;
         }
@@ -62,13 +63,13 @@ fn forward_rows_generic(x: &[f32], y: &mut [f32], rstd: &mut [f32], d: usize, ep
     }
 }
 
+/// dy → dx in place, row by row: dx = rstd · (dy − y · mean(dy ⊙ y)).
 #[inline(always)]
-fn backward_rows_generic(y: &[f32], rstd: &[f32], dy: &[f32], dx: &mut [f32], d: usize) {
-    let rows = y.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d));
-    for (((y, dy), dx), &r) in rows.zip(rstd) {
-        let mean = math::dot(dy, y) / d as f32;
-        for ((dx, &dy), &y) in dx.iter_mut().zip(dy).zip(y) {
-            *dx = r * (dy - y * mean);
+fn backward_rows_generic<I: Isa>(y: &[f32], rstd: &[f32], g: &mut [f32], d: usize) {
+    for ((y, g), &r) in y.chunks_exact(d).zip(g.chunks_exact_mut(d)).zip(rstd) {
+        let mean = math::dot::<I>(g, y) / d as f32;
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g = r * (*g - y * mean);
         }
     }
 }
@@ -77,5 +78,5 @@ multiversion! {
     fn forward_rows(x: &[f32], y: &mut [f32], rstd: &mut [f32], d: usize, eps: f32) = forward_rows_generic;
 }
 multiversion! {
-    fn backward_rows(y: &[f32], rstd: &[f32], dy: &[f32], dx: &mut [f32], d: usize) = backward_rows_generic;
+    fn backward_rows(y: &[f32], rstd: &[f32], g: &mut [f32], d: usize) = backward_rows_generic;
 }
