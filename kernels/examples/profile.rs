@@ -1,7 +1,9 @@
 //! Runs one op's forward+backward in a loop, for `perf record` and for comparing variants:
 //! `perf record -g target/release/examples/profile OP [ITERS] [composed]`
-//! with OP one of rms_norm, qk_norm, attention, attention256, cross_entropy. Inputs are built
-//! once (leaves can be reused across backward passes); prints wall and CPU ms per iteration.
+//! with OP one of rms_norm, qk_norm, rope_norm, norm_only, relu2, matmul_only, attention,
+//! attention256, attention_fwd (no autodiff), cross_entropy. Inputs are built once (leaves can
+//! be reused across backward passes); prints wall and CPU ms per iteration. rope_norm and relu2
+//! are the composed RoPE and relu² that measured whether fusing them was worth it.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kernels::{RMS_NORM_EPS, reference};
@@ -42,6 +44,11 @@ fn main() {
             let window = if op == "attention" { 128 } else { 256 };
             let f = if ours { kernels::attention } else { reference::attention };
             f(q.clone(), k.clone(), v.clone(), window, 0.125).sum().backward();
+        }
+        "attention_fwd" => {
+            let [q, k, v] = [&q, &k, &v].map(|x| x.clone().inner());
+            let f = if ours { kernels::attention } else { reference::attention };
+            let _ = f(q, k, v, 128, 0.125);
         }
         "cross_entropy" => {
             let f = if ours { kernels::softcap_cross_entropy } else { reference::softcap_cross_entropy };
