@@ -178,6 +178,16 @@ pub struct KernelCalls {
     pub relu_square_backward: usize,
 }
 
+/// Which instruction set the CPU kernels use: "avx512", "avx2" or "baseline" (the best the CPU
+/// has, or lower if the environment variable `KERNELS_ISA` caps it). For logs and benchmarks.
+pub fn instruction_set() -> &'static str {
+    match flex::math::level() {
+        flex::math::Level::Avx512 => "avx512",
+        flex::math::Level::Avx2 => "avx2",
+        flex::math::Level::Baseline => "baseline",
+    }
+}
+
 /// The current [`KernelCalls`].
 pub fn kernel_calls() -> KernelCalls {
     use std::sync::atomic::Ordering::Relaxed;

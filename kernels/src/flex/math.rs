@@ -119,17 +119,57 @@ pub(crate) fn max(x: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &v| m.max(v))
 }
 
-/// Defines `fn $name(args) -> ret` that runs `$generic::<I>` compiled for the best instruction set
-/// the CPU has: AVX-512, AVX2+FMA, or the baseline build. `$generic` must be `#[inline(always)]`
-/// so its body is compiled inside the feature-enabled wrapper. Call it per row or per task,
-/// never per element: the feature check is an atomic load.
+/// The instruction sets a kernel is compiled for, in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+/// The instruction set the kernels run with: the best the CPU has, capped by the environment
+/// variable `KERNELS_ISA` (`baseline`, `avx2`, `avx512`) when set — so tests can check every
+/// variant and benchmarks can show what the wide ones buy. Decided once per process.
+pub(crate) fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("KERNELS_ISA").as_deref() {
+            Ok("baseline") => Level::Baseline,
+            Ok("avx2") => Level::Avx2,
+            _ => Level::Avx512,
+        };
+        detected().min(cap)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detected() -> Level {
+    use std::arch::is_x86_feature_detected as has;
+    if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
+        Level::Avx512
+    } else if has!("avx2") && has!("fma") {
+        Level::Avx2
+    } else {
+        Level::Baseline
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detected() -> Level {
+    Level::Baseline
+}
+
+/// Defines `fn $name(args) -> ret` that runs `$generic::<I>` compiled for the instruction set
+/// [`level`] picks: AVX-512, AVX2+FMA, or the baseline build. `$generic` must be
+/// `#[inline(always)]` so its body is compiled inside the feature-enabled wrapper. Call it per
+/// row or per task, never per element.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $generic:ident;) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                use std::arch::is_x86_feature_detected as has;
+                use $crate::flex::math::{level, Level};
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 fn avx512($($arg: $ty),*) $(-> $ret)? {
@@ -140,13 +180,12 @@ macro_rules! multiversion {
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $generic::<$crate::flex::math::Fused>($($arg),*)
                 }
-                if has!("avx512f") && has!("avx512vl") && has!("avx2") && has!("fma") {
-                    // SAFETY: the CPU supports every feature `avx512` was compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if has!("avx2") && has!("fma") {
-                    // SAFETY: the CPU supports every feature `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
+                match level() {
+                    // SAFETY: level() returns Avx512 only when the CPU has those features.
+                    Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: level() returns Avx2 only when the CPU has AVX2 and FMA.
+                    Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    Level::Baseline => {}
                 }
             }
             $generic::<$crate::flex::math::Baseline>($($arg),*)
