@@ -23,9 +23,12 @@ fn main() {
     let x = leaf([1, 16, 256, 256], 0);
     let qk = leaf([16, 256, 4, 64], 0);
     let [q, k, v] = [1, 2, 3].map(|s| leaf([16, 256, 4, 64], s));
-    let logits = leaf([1, 1, 4096, 4096], 0).reshape([4096, 4096]);
+    // A leaf of its own shape: a reshape would be a graph node, consumed by the first backward.
+    let logits: Vec<f32> = (0..4096 * 4096).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 4.0).collect();
+    let logits = Tensor::<2>::from_data(TensorData::new(logits, [4096, 4096]), &device).require_grad();
     let t: Vec<i64> = (0..4096).map(|i| (i * 7919 % 4096) as i64).collect();
     let t = Tensor::<1, Int>::from_data(TensorData::new(t, [4096]), &device);
+    let x2d = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; 4096 * 256], [4096, 256]), &device).require_grad();
     let w = Tensor::<2>::from_data(TensorData::new(vec![0.01f32; 256 * 1024], [256, 1024]), &device)
         .require_grad();
     let angles = |f: fn(f32) -> f32| {
@@ -55,11 +58,11 @@ fn main() {
             f(logits.clone().mul_scalar(1.0), t.clone(), 15.0).backward();
         }
         "relu2" => {
-            let h = x.clone().reshape([4096, 256]).matmul(w.clone());
+            let h = x2d.clone().matmul(w.clone());
             burn::tensor::activation::relu(h).square().sum().backward();
         }
         "matmul_only" => {
-            x.clone().reshape([4096, 256]).matmul(w.clone()).sum().backward();
+            x2d.clone().matmul(w.clone()).sum().backward();
         }
         "rope_norm" => {
             let y = rotary(qk.clone(), &cos, &sin);
