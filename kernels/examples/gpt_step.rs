@@ -4,7 +4,8 @@
 //! of what the kernels buy, and the driver to `perf record` when deciding what to fuse next.
 //! No optimizer: that is the train program's.
 //!
-//! `cargo run --release -p kernels --example gpt_step [-- STEPS [composed]]`
+//! `cargo run --release -p kernels --example gpt_step [-- STEPS [fused|core|composed]]`
+//! (core: RMSNorm, attention and cross-entropy fused; RoPE and relu² composed).
 
 use std::time::Instant;
 
@@ -22,10 +23,12 @@ const HEAD_DIM: usize = C / HEADS;
 const WINDOWS: [usize; LAYERS] = [128, 128, 128, 256];
 const VE_GATE_CHANNELS: usize = 32;
 
-/// The three fused ops, or their composed versions.
+/// Which ops run fused: all five, the three core ones (RMSNorm, attention, cross-entropy; RoPE
+/// and relu² composed), or none.
 #[derive(Clone, Copy)]
 struct Ops {
     fused: bool,
+    rope_and_relu2: bool,
 }
 
 impl Ops {
@@ -35,15 +38,15 @@ impl Ops {
 
     /// norm(rotary(x)) for q and k; cos, sin [T, HEAD_DIM/2].
     fn rope_norm(self, x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
-        if self.fused {
+        if self.rope_and_relu2 {
             kernels::rope_rms_norm(x, cos.clone(), sin.clone(), RMS_NORM_EPS)
         } else {
-            reference::rope_rms_norm(x, cos.clone(), sin.clone(), RMS_NORM_EPS)
+            self.norm(reference::rotary(x, cos.clone(), sin.clone()))
         }
     }
 
     fn relu_square(self, x: Tensor<2>) -> Tensor<2> {
-        if self.fused { kernels::relu_square(x) } else { reference::relu_square(x) }
+        if self.rope_and_relu2 { kernels::relu_square(x) } else { reference::relu_square(x) }
     }
 
     fn attention(self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, window: usize) -> Tensor<4> {
@@ -86,7 +89,13 @@ struct Gpt {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args.get(1).map_or(10, |s| s.parse().expect("STEPS must be a number"));
-    let ops = Ops { fused: args.get(2).is_none_or(|s| s != "composed") };
+    let mode = args.get(2).map_or("fused", String::as_str);
+    let ops = match mode {
+        "fused" => Ops { fused: true, rope_and_relu2: true },
+        "core" => Ops { fused: true, rope_and_relu2: false },
+        "composed" => Ops { fused: false, rope_and_relu2: false },
+        other => panic!("mode is fused, core or composed, not {other}"),
+    };
     let device = Device::flex().autodiff();
     let mut seed = 1u64;
     let mut param = |rows: usize, cols: usize, std: f32| {

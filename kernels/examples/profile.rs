@@ -24,11 +24,13 @@ fn main() {
     let qk = leaf([16, 256, 4, 64], 0);
     let [q, k, v] = [1, 2, 3].map(|s| leaf([16, 256, 4, 64], s));
     // A leaf of its own shape: a reshape would be a graph node, consumed by the first backward.
-    let logits: Vec<f32> = (0..4096 * 4096).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 4.0).collect();
+    let logits: Vec<f32> =
+        (0..4096 * 4096).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 4.0).collect();
     let logits = Tensor::<2>::from_data(TensorData::new(logits, [4096, 4096]), &device).require_grad();
     let t: Vec<i64> = (0..4096).map(|i| (i * 7919 % 4096) as i64).collect();
     let t = Tensor::<1, Int>::from_data(TensorData::new(t, [4096]), &device);
-    let x2d = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; 4096 * 256], [4096, 256]), &device).require_grad();
+    let x2d = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; 4096 * 256], [4096, 256]), &device)
+        .require_grad();
     let w = Tensor::<2>::from_data(TensorData::new(vec![0.01f32; 256 * 1024], [256, 1024]), &device)
         .require_grad();
     let angles = |f: fn(f32) -> f32| {

@@ -15,7 +15,7 @@ use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::math::{self, Isa, multiversion};
-use super::{SharedMut, contiguous, counters, dims, f32s, tensor};
+use super::{SharedMut, contiguous, counters, dims, f32s, f32s_mut, into_unique, tensor};
 
 /// Query rows per block. 64 keeps the masked waste of the diagonal tiles small at T = 256
 /// (the tile spans the block's rows plus the window behind them) while the GEMMs stay big
@@ -152,17 +152,18 @@ pub(crate) fn attention_backward(
     scale: f32,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     counters::bump(&counters::ATTENTION_BACKWARD);
-    let d_o = contiguous(d_o, "attention backward");
     let (qdims, kdims) = (dims(q), dims(k));
     let n = Dims::new(&qdims, &kdims, &dims(v));
     assert_eq!(dims(&d_o), qdims, "kernels::attention backward: gradient shape differs from the output");
-    let (qs, ks, vs, os, lses, dos) = (f32s(q), f32s(k), f32s(v), f32s(o), f32s(lse), f32s(&d_o));
-    let mut dq = vec![0.0f32; qs.len()];
+    // dQ overwrites dO row by row once the row is used (see backward_kv_head): one 4 MB buffer
+    // (and its page faults) fewer per call.
+    let mut d_o = into_unique(d_o, "attention backward");
+    let (qs, ks, vs, os, lses) = (f32s(q), f32s(k), f32s(v), f32s(o), f32s(lse));
+    let d_o_and_dq = SharedMut::new(f32s_mut(&mut d_o));
     let mut dk = vec![0.0f32; ks.len()];
     let mut dv = vec![0.0f32; vs.len()];
-    let grads =
-        Grads { dq: SharedMut::new(&mut dq), dk: SharedMut::new(&mut dk), dv: SharedMut::new(&mut dv) };
-    let saved = Saved { q: qs, k: ks, v: vs, o: os, lse: lses, d_o: dos };
+    let grads = Grads { dq: d_o_and_dq, dk: SharedMut::new(&mut dk), dv: SharedMut::new(&mut dv) };
+    let saved = Saved { q: qs, k: ks, v: vs, o: os, lse: lses, d_o: d_o_and_dq };
     if n.t > 0 {
         (0..n.b * n.hkv).into_par_iter().for_each_init(
             || Scratch { p: vec![0.0; BLOCK_Q * n.t], dp: vec![0.0; BLOCK_Q * n.t], di: vec![0.0; BLOCK_Q] },
@@ -173,17 +174,18 @@ pub(crate) fn attention_backward(
             },
         );
     }
-    (tensor(dq, qdims), tensor(dk, kdims.clone()), tensor(dv, kdims))
+    (d_o, tensor(dk, kdims.clone()), tensor(dv, kdims))
 }
 
-/// What the backward reads: the forward's inputs and outputs and the upstream gradient.
+/// What the backward reads: the forward's inputs and outputs and the upstream gradient. dO is a
+/// raw pointer because dQ is written over it (by rows, each after its last read).
 struct Saved<'a> {
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
     o: &'a [f32],
     lse: &'a [f32],
-    d_o: &'a [f32],
+    d_o: SharedMut,
 }
 
 /// Where the backward writes.
@@ -204,9 +206,12 @@ struct Scratch {
 /// One (batch, kv head) of the backward: every query head of its group, block by block,
 /// accumulating dK and dV for the shared kv head (FlashAttention-2, algorithm 2).
 ///
+/// dQ is written over dO: a block's dO rows are read (for rowsum(dO ⊙ O), dV and dP) before its dQ
+/// rows are written, and never read again.
+///
 /// # Safety
-/// The grads buffers must be [B,T,H,D] / [B,T,Hkv,D]; dk, dv zeroed; no other thread writes the
-/// rows of this (batch, kv head) or of its query heads.
+/// The grads buffers must be [B,T,H,D] / [B,T,Hkv,D]; dk, dv zeroed; dq the buffer of `x.d_o`;
+/// no other thread touches the rows of this (batch, kv head) or of its query heads.
 unsafe fn backward_kv_head(
     n: Dims,
     bkv: usize,
@@ -229,7 +234,12 @@ unsafe fn backward_kv_head(
             let (p, dp) = (&mut scratch.p[..bq * lk], &mut scratch.dp[..bq * lk]);
             let (q_blk, do_blk) = (q_base + i0 * q_rs, q_base + i0 * q_rs);
             let (k_blk, v_blk) = (k_base + j0 * k_rs, k_base + j0 * k_rs);
-            block_dots(&mut scratch.di[..bq], x.d_o, x.o, q_blk, q_rs, n.d);
+            for (r, di) in scratch.di[..bq].iter_mut().enumerate() {
+                let row = q_blk + r * q_rs;
+                // SAFETY: this row of dO is in bounds and only this task writes it (as dQ, below).
+                let d_o = unsafe { std::slice::from_raw_parts(x.d_o.ptr().add(row), n.d) };
+                *di = row_dot(d_o, &x.o[row..row + n.d]);
+            }
             unsafe {
                 // S = scale · Q Kᵀ, then P = exp(S − lse) inside the window, 0 outside.
                 gemm(
@@ -250,14 +260,14 @@ unsafe fn backward_kv_head(
                     (lk, n.d, bq),
                     (g.dv.ptr().add(v_blk), k_rs, true),
                     (p.as_ptr(), 1, lk),
-                    (x.d_o.as_ptr().add(do_blk), q_rs, 1),
+                    (x.d_o.ptr().add(do_blk), q_rs, 1),
                     1.0,
                 );
                 // dP = dO Vᵀ
                 gemm(
                     (bq, lk, n.d),
                     (dp.as_mut_ptr(), lk, false),
-                    (x.d_o.as_ptr().add(do_blk), q_rs, 1),
+                    (x.d_o.ptr().add(do_blk), q_rs, 1),
                     (x.v.as_ptr().add(v_blk), 1, k_rs),
                     1.0,
                 );
@@ -354,14 +364,10 @@ fn softmax_row_generic<I: Isa>(row: &mut [f32], lo: usize, hi: usize) -> f32 {
     m + sum.ln()
 }
 
-/// di[r] = dO[row r] · O[row r] (= rowsum(dO ⊙ O)) for the `di.len()` rows of a block starting
-/// at element `first`, rows `stride` apart, `d` wide.
+/// a · b, for rowsum(dO ⊙ O) of one query row.
 #[inline(always)]
-fn block_dots_generic<I: Isa>(di: &mut [f32], d_o: &[f32], o: &[f32], first: usize, stride: usize, d: usize) {
-    for (r, di) in di.iter_mut().enumerate() {
-        let row = first + r * stride;
-        *di = math::dot::<I>(&d_o[row..row + d], &o[row..row + d]);
-    }
+fn row_dot_generic<I: Isa>(a: &[f32], b: &[f32]) -> f32 {
+    math::dot::<I>(a, b)
 }
 
 /// P = exp(S − lse) on `row[lo..hi]` in place (the forward's probabilities, recomputed), zeros
@@ -387,7 +393,7 @@ multiversion! {
     fn softmax_row(row: &mut [f32], lo: usize, hi: usize) -> f32 = softmax_row_generic;
 }
 multiversion! {
-    fn block_dots(di: &mut [f32], d_o: &[f32], o: &[f32], first: usize, stride: usize, d: usize) = block_dots_generic;
+    fn row_dot(a: &[f32], b: &[f32]) -> f32 = row_dot_generic;
 }
 multiversion! {
     fn probs_row(row: &mut [f32], lo: usize, hi: usize, lse: f32) = probs_row_generic;
