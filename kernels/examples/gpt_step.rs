@@ -152,9 +152,8 @@ fn main() {
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    let kind = if ops.fused { "fused" } else { "composed" };
     println!(
-        "gpt fwd+bwd ({kind}): loss {loss:.4}, median {:.1} ms over {steps} steps (min {:.1})",
+        "gpt fwd+bwd ({mode}): loss {loss:.4}, median {:.1} ms over {steps} steps (min {:.1})",
         times[steps / 2],
         times[0]
     );

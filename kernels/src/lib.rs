@@ -1,11 +1,13 @@
 //! Fixed fused ops for the train program, each with a hand-written forward AND backward: RMSNorm,
-//! RoPE+RMSNorm, causal sliding-window attention, relu², and softcapped cross-entropy. This crate is the counterpart of
-//! the original's flash-attention import — the agent uses these ops, it does not edit them.
+//! RoPE+RMSNorm, causal sliding-window attention, relu², and softcapped cross-entropy. This crate
+//! is the counterpart of the original's flash-attention import — the agent uses these ops, it does
+//! not edit them.
 //!
-//! Why: on a CPU, a composed op pays one full memory pass (and often an allocation) per primitive,
-//! forward and backward, and attention composed also computes every masked score. Fused, each op
-//! is about one pass each way, and attention touches only the keys its window can reach (see
-//! `flex/attention.rs`). That is how a burn training step beats PyTorch eager on 2 cores.
+//! Why: on a CPU, a composed op pays one full memory pass (and often an allocation, with its page
+//! faults) per primitive, forward and backward, and attention composed also computes every masked
+//! score. Fused, each op is about one pass each way, and attention touches only the keys its
+//! window can reach (see `flex/attention.rs`). `examples/bench.rs` and `examples/gpt_step.rs`
+//! measure what that buys, per op and for the whole model.
 //!
 //! Routing (this file): tensors in f32 on Flex go to the hand-written kernels — plain Flex gets
 //! the forward kernel alone; `Autodiff<Flex, _>` (with or without gradient checkpointing) gets
@@ -14,7 +16,7 @@
 //! version in `reference.rs`, which autodiff differentiates itself and which keeps the window real.
 //!
 //! Module map: `lib.rs` API and routing; `reference.rs` composed versions; `autodiff.rs` backward
-//! nodes; `flex/` the CPU kernels (`math.rs` vectorisable exp/tanh and AVX2 multiversioning).
+//! nodes; `flex/` the CPU kernels (`math.rs`: vectorisable exp/tanh, AVX2/AVX-512 variants).
 
 mod autodiff;
 mod flex;

@@ -4,8 +4,8 @@
 //! K and V may have fewer heads than Q (GQA): query head h reads kv head h / (H / Hkv).
 //!
 //! Why by hand: composed, attention materialises the [B, H, T, T] scores, the mask, the softmax
-//! and their gradients — about ten passes over a tensor as big as all of q, k, v together at
-//! T = 256 — and computes every masked entry anyway. Here each (batch, head) works on a block of
+//! and their gradients — about ten passes over a [B, H, T, T] tensor, 16 MB at the standard config,
+//! more than q, k and v together — and computes every masked entry anyway. Here each (batch, head) works on a block of
 //! BLOCK_Q query rows at a time against only the keys its window can reach (a thread-local score
 //! tile of at most BLOCK_Q × T), with small single-threaded GEMMs (the `gemm` crate, as burn-flex
 //! uses) and rayon across heads. The forward keeps O and the per-row logsumexp; the backward
@@ -17,9 +17,9 @@ use rayon::prelude::*;
 use super::math::{self, Isa, multiversion};
 use super::{SharedMut, contiguous, counters, dims, f32s, f32s_mut, into_unique, tensor};
 
-/// Query rows per block. 64 keeps the masked waste of the diagonal tiles small at T = 256
-/// (the tile spans the block's rows plus the window behind them) while the GEMMs stay big
-/// enough to run at speed.
+/// Query rows per block. Measured at the standard config (fwd+bwd, CPU time): 64 beat 16, 32 and
+/// 128 by 3–25 %. Smaller blocks waste less on the masked triangles of the edge tiles, larger
+/// ones run bigger GEMMs; at T = 256 the GEMM size wins down to 64.
 const BLOCK_Q: usize = 64;
 
 /// The sizes of one attention call, checked once.
