@@ -18,59 +18,36 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use prepare::hardware::{Hardware, peak_rss_mb};
 use prepare::{Cache, Loader, Split, Tokenizer, TrainStats, evaluate_bpb};
 
 // ---------------------------------------------------------------------------------------
-// Fused ops (composed here until the kernels crate provides them)
+// Fused ops (the fixed `kernels` crate: hand-written forward and backward on the CPU,
+// composed burn ops on GPU backends — the counterpart of the original's flash-attn import)
 // ---------------------------------------------------------------------------------------
 
-/// f32 machine epsilon: `F.rms_norm`'s default eps.
-const RMS_EPS: f32 = f32::EPSILON;
-
-/// RMSNorm over the last dimension, no learned weight.
+/// RMSNorm over the last dimension, no learned weight (eps as `F.rms_norm`'s default).
 fn norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let ms = x.clone().square().mean_dim(D - 1);
-    x * ms.add_scalar(RMS_EPS).sqrt().recip()
+    kernels::rms_norm(x, kernels::RMS_NORM_EPS)
+}
+
+/// Rotary embedding then RMSNorm of each head, for q and k: x [B, T, H, D], tables [T, D/2].
+fn rope_norm(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    kernels::rope_rms_norm(x, cos.clone(), sin.clone(), kernels::RMS_NORM_EPS)
 }
 
 /// Causal attention with a sliding window, layout [B, T, H, D]: query t attends keys
 /// t-window ..= t (flash-attn's `window_size=(window, 0)`); window >= T is full causal.
 fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, window: usize) -> Tensor<4> {
-    let [b, t, h, d] = q.dims();
-    let hkv = k.dims()[2];
-    let (q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
-    if hkv != h {
-        // Grouped-query attention: each kv head serves h / hkv query heads.
-        k = k.unsqueeze_dim::<5>(2).repeat_dim(2, h / hkv).reshape([b, h, t, d]);
-        v = v.unsqueeze_dim::<5>(2).repeat_dim(2, h / hkv).reshape([b, h, t, d]);
-    }
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f32).sqrt());
-    let mask = window_mask(t, window, &scores.device());
-    let scores = scores.mask_fill(mask.unsqueeze::<4>(), f32::NEG_INFINITY);
-    let p = burn::tensor::activation::softmax(scores, 3);
-    p.matmul(v).swap_dims(1, 2)
-}
-
-/// [T, T] mask, true where the key may NOT be attended.
-fn window_mask(t: usize, window: usize, device: &Device) -> Tensor<2, burn::tensor::Bool> {
-    let mut m = vec![true; t * t];
-    for i in 0..t {
-        for j in i.saturating_sub(window)..=i {
-            m[i * t + j] = false;
-        }
-    }
-    Tensor::from_data(TensorData::new(m, [t, t]), device)
+    let scale = 1.0 / (q.dims()[3] as f32).sqrt();
+    kernels::attention(q, k, v, window, scale)
 }
 
 /// Mean cross-entropy of `cap·tanh(logits/cap)` against `targets`.
 fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f32) -> Tensor<1> {
-    let [n, _] = logits.dims();
-    let z = logits.div_scalar(cap).tanh().mul_scalar(cap);
-    let logp = burn::tensor::activation::log_softmax(z, 1);
-    logp.gather(1, targets.reshape([n, 1])).mean().neg()
+    kernels::softcap_cross_entropy(logits, targets, cap)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -147,24 +124,13 @@ pub(crate) struct Gpt {
     /// [vocab, kv_dim] on layers with a value embedding.
     value_embeds: Vec<Option<Tensor<2>>>,
     /// RoPE tables, [1, T, 1, head_dim/2].
-    cos: Tensor<4>,
-    sin: Tensor<4>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
 }
 
 /// `x @ w.T` for x [N, in] and w [out, in]; the transpose is a free strided view.
 fn linear(x: Tensor<2>, w: &Tensor<2>) -> Tensor<2> {
     x.matmul(w.clone().transpose())
-}
-
-/// Rotary position embedding on [B, T, H, D]: rotate the two halves of each head.
-fn apply_rotary_emb(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
-    let [b, t, h, d] = x.dims();
-    let half = d / 2;
-    let x1 = x.clone().slice([0..b, 0..t, 0..h, 0..half]);
-    let x2 = x.slice([0..b, 0..t, 0..h, half..d]);
-    let y1 = x1.clone() * cos.clone() + x2.clone() * sin.clone();
-    let y2 = x2 * cos.clone() - x1 * sin.clone();
-    Tensor::cat(vec![y1, y2], 3)
 }
 
 impl Block {
@@ -191,15 +157,16 @@ impl Block {
             v = v + (ve.reshape([b * t, hkv, d]) * gate).reshape([b * t, hkv * d]);
         }
         let v = v.reshape([b, t, hkv, d]);
-        let q = norm(apply_rotary_emb(q, &gpt.cos, &gpt.sin));
-        let k = norm(apply_rotary_emb(k, &gpt.cos, &gpt.sin));
+        let (cos, sin) = gpt.rotary_for(t);
+        let q = rope_norm(q, &cos, &sin);
+        let k = rope_norm(k, &cos, &sin);
         let y = attention(q, k, v, window).reshape([b * t, h * d]);
         linear(y, &self.c_proj)
     }
 
     /// relu² MLP.
     fn mlp(&self, x: Tensor<2>) -> Tensor<2> {
-        linear(relu(linear(x, &self.c_fc)).square(), &self.mlp_proj)
+        linear(kernels::relu_square(linear(x, &self.c_fc)), &self.mlp_proj)
     }
 }
 
@@ -240,6 +207,15 @@ impl Gpt {
             sin,
             config,
         }
+    }
+
+    /// The rotary tables for the first `t` positions.
+    fn rotary_for(&self, t: usize) -> (Tensor<2>, Tensor<2>) {
+        let half = self.config.head_dim() / 2;
+        if t == self.cos.dims()[0] {
+            return (self.cos.clone(), self.sin.clone());
+        }
+        (self.cos.clone().slice([0..t, 0..half]), self.sin.clone().slice([0..t, 0..half]))
     }
 
     /// Logits [B·T, vocab] (soft-capped) for token ids [B, T].
@@ -361,8 +337,8 @@ impl Gpt {
     }
 }
 
-/// cos/sin tables [1, T, 1, D/2] for RoPE with base 10000.
-fn rotary_tables(t: usize, head_dim: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+/// cos/sin tables [T, D/2] for RoPE with base 10000.
+fn rotary_tables(t: usize, head_dim: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
     let half = head_dim / 2;
     let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
     for pos in 0..t {
@@ -373,7 +349,7 @@ fn rotary_tables(t: usize, head_dim: usize, device: &Device) -> (Tensor<4>, Tens
             sin.push(angle.sin() as f32);
         }
     }
-    let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, t, 1, half]), device);
+    let table = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [t, half]), device);
     (table(cos), table(sin))
 }
 
