@@ -2,7 +2,8 @@
 //! OpenAI-compatible server on 127.0.0.1 for `openai:`, and simulated journals for `evolve`.
 //!
 //! `ar` is a binary crate, so the modules under test are compiled into this test crate by
-//! path (the agent code only needs `journal` and `run` beside it).
+//! path (the agent code needs `journal` and `run` beside it, and `run` its `sandbox` and
+//! `excerpt`).
 
 #[allow(dead_code)]
 #[path = "../src/journal.rs"]
@@ -11,6 +12,14 @@ mod journal;
 #[allow(dead_code)]
 #[path = "../src/run.rs"]
 mod run;
+
+#[allow(dead_code)]
+#[path = "../src/sandbox.rs"]
+mod sandbox;
+
+#[allow(dead_code)]
+#[path = "../src/excerpt.rs"]
+mod excerpt;
 
 #[allow(dead_code)]
 #[path = "../src/agent/mod.rs"]

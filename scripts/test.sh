@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run) and as the README tells users to:
+#   1. every crate's tests on the CPU (tiny configs and data the tests make themselves);
+#   2. the GPU backends: the train program and the kernels built with `--features cuda,wgpu`
+#      (cuda needs no toolkit to build; its driver is loaded at run time), then the smoke
+#      config trained on wgpu over Mesa's software Vulkan (lavapipe) and compared with the CPU.
+# Step 2 installs lavapipe with apt when it is missing and we are root; otherwise it says what
+# to install. AR_SKIP_GPU=1 runs step 1 only (for a quick local run; CI never sets it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --release --workspace --locked
+
+if [[ "${AR_SKIP_GPU:-0}" == "1" ]]; then
+    echo "AR_SKIP_GPU=1: the GPU backend build and the wgpu smoke test were skipped" >&2
+    exit 0
+fi
+
+LAVAPIPE=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+if [[ ! -f "$LAVAPIPE" ]]; then
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+        echo "Installing Mesa's software Vulkan (lavapipe) for the wgpu test …"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            mesa-vulkan-drivers libvulkan1 >/dev/null
+    else
+        echo "error: $LAVAPIPE is missing: install Mesa's software Vulkan" \
+             "(sudo apt-get install mesa-vulkan-drivers libvulkan1), or set AR_SKIP_GPU=1" >&2
+        exit 1
+    fi
+fi
+# Pin lavapipe: without it wgpu silently falls back to OpenGL (see the wgpu test's header).
+export VK_ICD_FILENAMES="$LAVAPIPE"
+XDG_RUNTIME_DIR="$(mktemp -d)"
+export XDG_RUNTIME_DIR
+
+cargo test --release --locked -p train --features cuda,wgpu --test wgpu_smoke
+cargo test --release --locked -p kernels --features cuda,wgpu --test wgpu_fallback
