@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run) and as the README tells users to:
 #   1. every crate's tests on the CPU (tiny configs and data the tests make themselves);
-#   2. the GPU backends: the train program and the kernels built with `--features cuda,wgpu`
-#      (cuda needs no toolkit to build; its driver is loaded at run time), then the smoke
+#   2. the GPU path: the train program and the kernels built with `--features wgpu`, the smoke
 #      config trained on wgpu over Mesa's software Vulkan (lavapipe) and compared with the CPU.
+#      (`--features cuda` is not built here: burn 0.22.1's CUDA backend pulls cubecl-llvm, whose
+#      build script downloads an LLVM bundle from github.com, which CI cannot reach.)
 # Step 2 installs lavapipe with apt when it is missing and we are root; otherwise it says what
 # to install. AR_SKIP_GPU=1 runs step 1 only (for a quick local run; CI never sets it).
 set -euo pipefail
@@ -34,5 +35,5 @@ export VK_ICD_FILENAMES="$LAVAPIPE"
 XDG_RUNTIME_DIR="$(mktemp -d)"
 export XDG_RUNTIME_DIR
 
-cargo test --release --locked -p train --features cuda,wgpu --test wgpu_smoke
-cargo test --release --locked -p kernels --features cuda,wgpu --test wgpu_fallback
+cargo test --release --locked -p train --features wgpu --test wgpu_smoke
+cargo test --release --locked -p kernels --features wgpu --test wgpu_fallback

@@ -1,5 +1,6 @@
 //! Fixed fused ops for the train program, each with a hand-written forward AND backward: RMSNorm,
-//! RoPE+RMSNorm, causal sliding-window attention, relu², and softcapped cross-entropy. This crate
+//! RoPE+RMSNorm, causal sliding-window attention, relu², softcapped cross-entropy, and the AdamW
+//! update. This crate
 //! is the counterpart of the original's flash-attention import — the agent uses these ops, it does
 //! not edit them.
 //!
@@ -164,6 +165,53 @@ pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f3
     }
 }
 
+/// AdamW's hyperparameters for one step (the original's `adamw_step_fused` arguments).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// The step number, from 1.
+    pub step: i32,
+}
+
+/// One AdamW update of a parameter and its two moments, untracked tensors (an optimizer runs
+/// outside autodiff): returns (p', m', v'). `p ← p·(1 − lr·wd)`, `m ← lerp(m, g, 1 − β1)`,
+/// `v ← lerp(v, g², 1 − β2)`, `p ← p − lr/(1 − β1ᵗ) · m / (√(v/(1 − β2ᵗ)) + eps)`.
+///
+/// Shapes: all four the same. On Flex in f32 it is one fused pass, in place when the caller
+/// hands over the only handle to p, m and v; elsewhere the composed version runs.
+pub fn adamw_step<const D: usize>(
+    p: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    h: &AdamW,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let all_flex = [&p, &grad, &m, &v].iter().all(|t| route(*t) == Route::Flex);
+    if !all_flex {
+        return reference::adamw_step(p, grad, m, v, h);
+    }
+    let folded = flex::adamw::Folded {
+        decay: (1.0 - h.lr * h.weight_decay) as f32,
+        beta1: h.beta1 as f32,
+        beta2: h.beta2 as f32,
+        inv_bias2: (1.0 / (1.0 - h.beta2.powi(h.step))) as f32,
+        step_size: (h.lr / (1.0 - h.beta1.powi(h.step))) as f32,
+        eps: h.eps as f32,
+    };
+    let (p, m, v) = flex::adamw::adamw_step(
+        flex_primitive(p),
+        flex_primitive(grad),
+        flex_primitive(m),
+        flex_primitive(v),
+        folded,
+    );
+    (Tensor::from_primitive::<Flex>(p), Tensor::from_primitive::<Flex>(m), Tensor::from_primitive::<Flex>(v))
+}
+
 /// How many times each hand-written kernel has run in this process. Tests and benches read it to
 /// know the fast path really ran (the composed fallback gives the same numbers, only slower).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -178,6 +226,7 @@ pub struct KernelCalls {
     pub rope_rms_norm_backward: usize,
     pub relu_square_forward: usize,
     pub relu_square_backward: usize,
+    pub adamw_step: usize,
 }
 
 /// Which instruction set the CPU kernels use: "avx512", "avx2" or "baseline" (the best the CPU
@@ -204,6 +253,7 @@ pub fn kernel_calls() -> KernelCalls {
         rope_rms_norm_backward: counters::ROPE_RMS_NORM_BACKWARD.load(Relaxed),
         relu_square_forward: counters::RELU_SQUARE_FORWARD.load(Relaxed),
         relu_square_backward: counters::RELU_SQUARE_BACKWARD.load(Relaxed),
+        adamw_step: counters::ADAMW_STEP.load(Relaxed),
     }
 }
 

@@ -76,3 +76,20 @@ pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f3
     let picked = log_p.gather(1, targets.clamp_min(0).unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1);
     (picked * counted.clone()).sum().neg() / counted.sum()
 }
+
+/// One AdamW update, composed: see [`crate::adamw_step`].
+pub fn adamw_step<const D: usize>(
+    p: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    h: &crate::AdamW,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let m = m.clone() + (grad.clone() - m).mul_scalar(1.0 - h.beta1);
+    let v = v.clone() + (grad.square() - v).mul_scalar(1.0 - h.beta2);
+    let bias1 = 1.0 - h.beta1.powi(h.step);
+    let bias2 = 1.0 - h.beta2.powi(h.step);
+    let denom = v.clone().div_scalar(bias2).sqrt().add_scalar(h.eps);
+    let p = p.mul_scalar(1.0 - h.lr * h.weight_decay) - (m.clone() / denom).mul_scalar(h.lr / bias1);
+    (p, m, v)
+}

@@ -437,7 +437,7 @@ pub(crate) fn polar_express(g: Tensor<2>) -> Tensor<2> {
 
 /// Optimizer state of one parameter.
 enum Slot {
-    Adam { m: Tensor<2>, v: Tensor<2>, step: i32 },
+    Adam { moments: Option<(Tensor<2>, Tensor<2>)>, step: i32 },
     Muon { momentum: Tensor<2>, second: Tensor<2> },
 }
 
@@ -469,7 +469,7 @@ impl MuonAdamW {
                         let second = if r >= c { [r, 1] } else { [1, c] };
                         Slot::Muon { momentum: p.zeros_like(), second: Tensor::zeros(second, &p.device()) }
                     }
-                    _ => Slot::Adam { m: p.zeros_like(), v: p.zeros_like(), step: 0 },
+                    _ => Slot::Adam { moments: Some((p.zeros_like(), p.zeros_like())), step: 0 },
                 }
             })
             .collect();
@@ -481,10 +481,10 @@ impl MuonAdamW {
         for (((group, param), grad), slot) in model.params_mut().into_iter().zip(grads).zip(&mut self.slots) {
             let p = param.clone().inner();
             let updated = match slot {
-                Slot::Adam { m, v, step } => {
+                Slot::Adam { moments, step } => {
                     let (lr0, b1, b2) = adam_hyper(group, self.dmodel_lr_scale);
                     *step += 1;
-                    adamw_update(p, grad, m, v, *step, lr0 * knobs.lr_multiplier, b1, b2)
+                    adamw_update(p, grad, moments, *step, lr0 * knobs.lr_multiplier, b1, b2)
                 }
                 Slot::Muon { momentum, second } => muon_update(p, grad, momentum, second, knobs),
             };
@@ -505,24 +505,23 @@ fn adam_hyper(group: Group, dmodel_lr_scale: f64) -> (f64, f64, f64) {
     }
 }
 
-/// AdamW (no weight decay in any of the original's AdamW groups; eps 1e-10).
+/// AdamW (no weight decay in any of the original's AdamW groups; eps 1e-10), one fused pass
+/// per parameter (`kernels::adamw_step`); the moments are handed over so it runs in place.
 #[allow(clippy::too_many_arguments)]
 fn adamw_update(
     p: Tensor<2>,
     grad: Tensor<2>,
-    m: &mut Tensor<2>,
-    v: &mut Tensor<2>,
+    moments: &mut Option<(Tensor<2>, Tensor<2>)>,
     step: i32,
     lr: f64,
     b1: f64,
     b2: f64,
 ) -> Tensor<2> {
-    *m = m.clone().mul_scalar(b1) + grad.clone().mul_scalar(1.0 - b1);
-    *v = v.clone().mul_scalar(b2) + grad.square().mul_scalar(1.0 - b2);
-    let bias1 = 1.0 - b1.powi(step);
-    let bias2 = 1.0 - b2.powi(step);
-    let denom = v.clone().div_scalar(bias2).sqrt().add_scalar(1e-10);
-    p - (m.clone() / denom).mul_scalar(lr / bias1)
+    let (m, v) = moments.take().expect("AdamW moments are present between steps");
+    let hyper = kernels::AdamW { lr, beta1: b1, beta2: b2, eps: 1e-10, weight_decay: 0.0, step };
+    let (p, m, v) = kernels::adamw_step(p, grad, m, v, &hyper);
+    *moments = Some((m, v));
+    p
 }
 
 /// Muon: Nesterov momentum → Polar Express → NorMuon variance reduction → cautious

@@ -6,6 +6,7 @@
 //! views are copied once, other dtypes are refused — the router in lib.rs sends those to the
 //! composed fallback), outputs are built from `Vec<f32>` without copying.
 
+pub(crate) mod adamw;
 pub(crate) mod attention;
 pub(crate) mod cross_entropy;
 pub(crate) mod math;
@@ -78,6 +79,7 @@ impl SharedMut {
 pub(crate) mod counters {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    pub(crate) static ADAMW_STEP: AtomicUsize = AtomicUsize::new(0);
     pub(crate) static RMS_NORM_FORWARD: AtomicUsize = AtomicUsize::new(0);
     pub(crate) static RMS_NORM_BACKWARD: AtomicUsize = AtomicUsize::new(0);
     pub(crate) static ATTENTION_FORWARD: AtomicUsize = AtomicUsize::new(0);
