@@ -1,14 +1,22 @@
-//! The GPU path is code that has run: the smoke profile trained on burn's wgpu backend
-//! (on a machine without a GPU, Mesa's software Vulkan, lavapipe) matches the same run on the
-//! CPU step for step over the warm-up, where every step's loss is printed.
+//! The GPU path is code that has run: the smoke profile trained on burn's wgpu backend (on a
+//! machine without a GPU, Mesa's software Vulkan, lavapipe) against the same run on the CPU.
 //!
 //! Only with `--features wgpu`, and it needs a Vulkan adapter. `scripts/test.sh` installs
 //! lavapipe (`mesa-vulkan-drivers`) and pins it with `VK_ICD_FILENAMES`.
 //!
-//! Tolerance: the two backends run the same f32 model from the same host-side init on the
-//! same batches, but sum in different orders (the CPU uses the fused kernels, wgpu the
-//! composed ops), so the losses drift apart by rounding. Measured: about 1e-5 relative at
-//! step 0 and a few 1e-4 by step 5; the bound is 2e-3 relative over the first 6 steps.
+//! What can match, and why no more: the first step's loss is the whole forward pass (the CPU's
+//! fused kernels against wgpu's composed fallbacks, on the same host-side init and batch), so it
+//! must agree to f32 rounding. After the first update the curves part, and not because either
+//! backend is wrong: at init c_proj and mlp_proj are zero, so the blocks add nothing and the
+//! final RMSNorm makes the loss invariant to the scale of the residual stream; the gradients of
+//! `resid_lambdas` and `x0_lambdas` are exactly zero in exact arithmetic and pure rounding noise
+//! in f32 (measured: 4.5e-10 on the CPU, 1.8e-9 on wgpu), and AdamW's first step (eps 1e-10)
+//! normalises that noise into a full ±lr step whose sign depends on the backend's summation
+//! order. The original's train.py has the same property. With those scalars frozen
+//! (SCALAR_LR = 0) the two backends agree to ~2e-6 relative over 12 optimizer steps (bench
+//! binary, depth 2), which is how the optimizer path on wgpu was checked; the kernels' own
+//! wgpu test compares every fused op's values and gradients. So this test asserts the exact
+//! first loss, then that wgpu trains: the loss falls and val_bpb lands near the CPU's.
 
 #![cfg(feature = "wgpu")]
 
@@ -16,8 +24,8 @@ mod support;
 
 use support::{losses, train_on};
 
-const RTOL: f64 = 2e-3;
-const STEPS_COMPARED: usize = 6;
+/// The first loss (no update yet): f32 rounding across two backends.
+const FIRST_LOSS_RTOL: f64 = 1e-5;
 
 #[test]
 fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
@@ -27,11 +35,14 @@ fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
     assert!(gpu.stdout.contains("device: wgpu"), "the run fell back from wgpu:\n{}", gpu.stdout);
     assert!(gpu.record.device.contains("wgpu"), "the record names the device: {}", gpu.record.device);
     let (a, b) = (losses(&cpu.stdout), losses(&gpu.stdout));
-    assert!(a.len() >= STEPS_COMPARED && b.len() >= STEPS_COMPARED, "{}\n{}", cpu.stdout, gpu.stdout);
-    for ((step_a, la), (step_b, lb)) in a.iter().zip(&b).take(STEPS_COMPARED) {
-        assert_eq!(step_a, step_b);
-        let rel = (la - lb).abs() / la.abs();
-        assert!(rel <= RTOL, "step {step_a}: cpu {la} vs wgpu {lb} (relative {rel:.2e} > {RTOL:e})");
-    }
-    assert!(gpu.record.val_bpb.is_finite() && gpu.record.val_bpb > 0.0);
+    assert!(a.len() >= 10 && b.len() >= 10, "{}\n{}", cpu.stdout, gpu.stdout);
+    let ((step_a, first_a), (step_b, first_b)) = (a[0], b[0]);
+    assert_eq!(step_a, step_b);
+    let rel = (first_a - first_b).abs() / first_a;
+    assert!(rel <= FIRST_LOSS_RTOL, "first loss: cpu {first_a} vs wgpu {first_b} (relative {rel:.2e})");
+    // wgpu trains: over the ten warm-up steps the loss falls well below ln(vocab).
+    let last_b = b[9].1;
+    assert!(last_b < first_b - 1.5, "the wgpu loss falls: {first_b} → {last_b}\n{}", gpu.stdout);
+    let (va, vb) = (cpu.record.val_bpb, gpu.record.val_bpb);
+    assert!(vb.is_finite() && vb > 0.0 && vb < 2.0 * va, "val_bpb: cpu {va}, wgpu {vb}");
 }

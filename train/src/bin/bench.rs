@@ -135,7 +135,7 @@ fn main() {
     };
     let import_rss_mb = prepare::hardware::peak_rss_mb();
     rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().expect("the first rayon use");
-    let device = Device::flex();
+    let device = bench_device();
     let tokens_per_fwdbwd = args.device_batch * args.seq_len;
     let total_batch = args.total_batch.unwrap_or(tokens_per_fwdbwd);
     if total_batch % tokens_per_fwdbwd != 0 {
@@ -211,7 +211,7 @@ fn main() {
         }
         if step < 3 || step % 10 == 0 || step == total_steps - 1 {
             eprintln!(
-                "step {step:04}{} | loss {loss:.4} | fwd+bwd {:.0} ms | optim {:.0} ms",
+                "step {step:04}{} | loss {loss:.6} | fwd+bwd {:.0} ms | optim {:.0} ms",
                 if step < args.warmup_steps { " (warmup)" } else { "" },
                 ms(t0, t1),
                 ms(t1, t2)
@@ -254,4 +254,13 @@ fn main() {
         "last_loss": round(*losses.last().unwrap(), 5),
     });
     println!("{json}");
+}
+
+/// The CPU (burn's Flex); `AR_DEVICE=wgpu` in a `--features wgpu` build, to check the GPU path.
+fn bench_device() -> Device {
+    #[cfg(feature = "wgpu")]
+    if std::env::var("AR_DEVICE").as_deref() == Ok("wgpu") {
+        return Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    }
+    Device::flex()
 }
