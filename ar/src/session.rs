@@ -323,9 +323,12 @@ impl Session {
         // undo an out-of-scope edit instead of rejecting it).
         let best = self.best_commit();
         let head = self.git.head()?;
-        let on_own_commit = head != best && self.journal.events().iter().any(
-            |e| matches!(e, Event::Committed { commit, .. } if *commit == head),
-        );
+        let on_own_commit = head != best
+            && self
+                .journal
+                .events()
+                .iter()
+                .any(|e| matches!(e, Event::Committed { commit, .. } if *commit == head));
         let set_aside = self.dir.join(SET_ASIDE);
         let set_aside_edit = std::fs::read_to_string(&set_aside).ok();
         if recovered || on_own_commit || set_aside_edit.is_some() {

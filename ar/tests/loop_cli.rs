@@ -16,8 +16,17 @@ fn git_branch_exists(fx: &support::fixture::Fixture, branch: &str) -> bool {
 fn test_a_loop_with_evolve_runs_baselines_and_experiments_and_ends_on_the_best_commit() {
     let fx = fixture();
     let out = fx.ar(&[
-        "loop", "--tag", "evo", "--agent", "evolve", "--max-experiments", "2", "--baseline-runs", "1",
-        "--timeout", "120",
+        "loop",
+        "--tag",
+        "evo",
+        "--agent",
+        "evolve",
+        "--max-experiments",
+        "2",
+        "--baseline-runs",
+        "1",
+        "--timeout",
+        "120",
     ]);
     let msg = text(&out);
     assert!(out.status.success(), "{msg}");
@@ -32,7 +41,8 @@ fn test_a_loop_with_evolve_runs_baselines_and_experiments_and_ends_on_the_best_c
     }
     let stopped = events(&journal, "stopped");
     assert!(stopped.last().unwrap()["reason"].as_str().unwrap().contains("--max-experiments"));
-    let best = events(&journal, "decided").last().unwrap()["decision"]["best_commit"].as_str().unwrap().to_string();
+    let best =
+        events(&journal, "decided").last().unwrap()["decision"]["best_commit"].as_str().unwrap().to_string();
     assert_eq!(fx.git(&["rev-parse", "autoresearch/evo"]).trim(), best, "the branch sits on the best commit");
     assert!(fx.git(&["status", "--porcelain", "--untracked-files=no"]).trim().is_empty(), "a clean tree");
     let tsv = fx.tsv("evo");
@@ -62,14 +72,24 @@ fn test_a_loop_with_a_command_agent_gets_the_prompt_and_tests_its_edit() {
     .unwrap();
     let agent = format!("cmd:sh {}", script.display());
     let out = fx.ar(&[
-        "loop", "--tag", "cmd", "--agent", &agent, "--max-experiments", "1", "--baseline-runs", "1",
-        "--timeout", "120",
+        "loop",
+        "--tag",
+        "cmd",
+        "--agent",
+        &agent,
+        "--max-experiments",
+        "1",
+        "--baseline-runs",
+        "1",
+        "--timeout",
+        "120",
     ]);
     let msg = text(&out);
     assert!(out.status.success(), "{msg}");
     let journal = fx.journal("cmd");
     assert_consistent(&journal);
-    let candidate = events(&journal, "started").into_iter().find(|e| e["kind"] == "candidate").expect("a candidate");
+    let candidate =
+        events(&journal, "started").into_iter().find(|e| e["kind"] == "candidate").expect("a candidate");
     assert_eq!(candidate["description"], "raise MATRIX_LR to 0.05");
     assert_eq!(candidate["hypothesis"], "a shorter run wants a larger step");
     let given = std::fs::read_to_string(&prompt).expect("the agent read its prompt from stdin");

@@ -44,7 +44,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         force: false,
     };
     prepare(&prep, &Bars::new())?;
-    let tag = format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let tag =
+        format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
     println!("2/3 Session {tag}: baselines, then {} experiments by the evolve agent …", args.experiments);
     let loop_args = LoopArgs {
         tag: tag.clone(),

@@ -70,7 +70,11 @@ fn distinct_version(repo: &Path) {
     let text = std::fs::read_to_string(&manifest).unwrap();
     let from = "[workspace.package]\nversion = \"0.1.0\"";
     assert!(text.contains(from), "the fixture expects `{from}` in Cargo.toml");
-    std::fs::write(&manifest, text.replace(from, &format!("[workspace.package]\nversion = \"{FIXTURE_VERSION}\""))).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(from, &format!("[workspace.package]\nversion = \"{FIXTURE_VERSION}\"")),
+    )
+    .unwrap();
     let lock = repo.join("Cargo.lock");
     let mut text = std::fs::read_to_string(&lock).unwrap();
     for member in ["ar", "kernels", "prepare", "train"] {

@@ -104,4 +104,3 @@ pub fn losses(stdout: &str) -> Vec<(u64, f64)> {
         })
         .collect()
 }
-
