@@ -90,6 +90,15 @@ pub fn build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Built,
     Ok(Ok(Built { binary, seconds: started.elapsed().as_secs_f64() }))
 }
 
+/// Sets a file's modification time to now (cargo's freshness checks compare mtimes).
+pub fn touch(path: &Path) -> Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .with_context(|| format!("cannot update the modification time of {}", path.display()))
+}
+
 /// True when `binary` was built from a train file with this sha256: the train crate's
 /// build script makes the digest the binary's GNU build-id (Linux). Elsewhere there is no
 /// stamp to check and this answers true.
