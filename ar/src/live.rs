@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The file's name, beside the journal.
+pub const LIVE_FILE: &str = "live.json";
+
 /// The loop's current activity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Live {
@@ -30,7 +33,7 @@ pub struct LiveFile {
 impl LiveFile {
     pub fn new(dir: &Path) -> LiveFile {
         LiveFile {
-            path: dir.join("live.json"),
+            path: dir.join(LIVE_FILE),
             current: Live {
                 id: 0,
                 phase: "idle".into(),

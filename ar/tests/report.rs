@@ -13,6 +13,9 @@
 #[path = "../src/journal.rs"]
 mod journal;
 #[allow(dead_code)]
+#[path = "../src/live.rs"]
+mod live;
+#[allow(dead_code)]
 #[path = "../src/report/mod.rs"]
 mod report;
 

@@ -13,31 +13,14 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use super::model::{Model, Outcome, duration, short, signed};
-
-/// The live-progress file the loop writes beside the journal.
-pub const LIVE_FILE: &str = "live.json";
+pub use crate::live::{LIVE_FILE, Live};
 
 /// A live.json without a pid counts as fresh for this long after its last write.
 const FRESH_WITHOUT_PID: Duration = Duration::from_secs(30);
 
 /// Results listed on the screen.
 const LAST_RESULTS: usize = 8;
-
-/// What the loop is doing right now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Live {
-    pub id: u64,
-    /// agent, build, train, eval, decide or idle.
-    pub phase: String,
-    /// When the phase began (Unix seconds).
-    pub since: f64,
-    pub description: String,
-    pub progress_pct: Option<f64>,
-    pub pid: Option<u32>,
-}
 
 /// Reads `dir/live.json` when it exists, parses, and is fresh; `None` otherwise.
 pub fn read_live(dir: &Path) -> Option<Live> {
