@@ -17,6 +17,7 @@ use prepare::RunRecord;
 use prepare::profile::PROFILE_ENV;
 use prepare::report::RESULT_ENV;
 
+use crate::git::TRAIN_FILE;
 use crate::journal::CrashClass;
 
 /// Walks up from `start` to the repository root: the directory holding `Cargo.toml` and
@@ -54,6 +55,11 @@ pub struct BuildSpec {
 pub struct Built {
     pub binary: PathBuf,
     pub seconds: f64,
+    /// sha256 of the train file in the working tree when it was built.
+    pub train_sha256: String,
+    /// Whether the binary carries that digest as its stamp (false: cargo reused a stale
+    /// build-script output even after a forced rebuild; the binary's provenance is unknown).
+    pub stamped: bool,
 }
 
 /// A failed build: the compiler's first error, trimmed, and the full log.
@@ -64,9 +70,36 @@ pub struct BuildFailure {
 }
 
 /// Builds one binary of the train crate in release, `--locked`. Output is captured; on
-/// failure the first compiler error is extracted for the agent.
+/// failure the first compiler error is extracted for the agent. The binary is checked to
+/// carry the stamp of the train file in the working tree (see [`embeds_train_sha`]).
 pub fn build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Built, BuildFailure>> {
     let started = std::time::Instant::now();
+    let train_file = repo.join(TRAIN_FILE);
+    let expected = prepare::manifest::sha256_hex(
+        &std::fs::read(&train_file).with_context(|| format!("cannot read {}", train_file.display()))?,
+    );
+    // A failed build has no binary to check: nothing to redo.
+    let check = |built: &std::result::Result<PathBuf, BuildFailure>| match built {
+        Ok(binary) => embeds_train_sha(binary, &expected),
+        Err(_) => Ok(true),
+    };
+    let mut built = cargo_build(repo, spec)?;
+    let mut stamped = check(&built)?;
+    if !stamped {
+        // cargo decides whether the train crate's build script (which stamps the digest)
+        // must run again by comparing mtimes; another checkout sharing this target
+        // directory can leave a newer output of it behind, which cargo then takes as
+        // fresh. A train file newer than any output makes it run again.
+        touch(&train_file)?;
+        built = cargo_build(repo, spec)?;
+        stamped = check(&built)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(built.map(|binary| Built { binary, seconds, train_sha256: expected, stamped }))
+}
+
+/// One `cargo build` of `spec`'s binary; the path of the binary it made.
+fn cargo_build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<PathBuf, BuildFailure>> {
     // Another checkout sharing this target directory may have overwritten the uplifted
     // binary, and cargo does not restore it when the unit itself is fresh; removing it
     // first makes cargo link the right one back.
@@ -87,11 +120,11 @@ pub fn build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Built,
     if !binary.is_file() {
         bail!("cargo reported success but {} does not exist", binary.display());
     }
-    Ok(Ok(Built { binary, seconds: started.elapsed().as_secs_f64() }))
+    Ok(Ok(binary))
 }
 
 /// Sets a file's modification time to now (cargo's freshness checks compare mtimes).
-pub fn touch(path: &Path) -> Result<()> {
+fn touch(path: &Path) -> Result<()> {
     std::fs::File::options()
         .write(true)
         .open(path)

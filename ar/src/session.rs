@@ -536,17 +536,7 @@ impl Session {
         self.live.phase(id, "build", &description);
         let spec = BuildSpec { bin: "train".into(), features: self.features.clone() };
         let expected = prepare::manifest::sha256_hex(self.git.show(commit, TRAIN_FILE)?.as_bytes());
-        let mut build = run::build(&self.repo, &spec)?;
-        if let Ok(built) = &build
-            && !run::embeds_train_sha(&built.binary, &expected)?
-        {
-            // cargo decides whether the train crate's build script (which stamps the digest)
-            // must run again by comparing mtimes; another checkout sharing this target
-            // directory can leave a newer output of it behind, which cargo then takes as
-            // fresh. A train file newer than any output makes it run again.
-            run::touch(&self.repo.join(TRAIN_FILE))?;
-            build = run::build(&self.repo, &spec)?;
-        }
+        let build = run::build(&self.repo, &spec)?;
         let outcome = match build {
             Err(failure) => {
                 let outcome = RunOutcome {
@@ -562,9 +552,10 @@ impl Session {
             }
             Ok(built) => {
                 timings.build = built.seconds;
-                if !run::embeds_train_sha(&built.binary, &expected)? {
-                    // Even after a forced rebuild: another checkout sharing the target
-                    // directory built at the same moment. This run proves nothing: a crash.
+                if !(built.stamped && built.train_sha256 == expected) {
+                    // Even after run::build's forced rebuild: another checkout sharing the
+                    // target directory built at the same moment, or the tree is not on
+                    // `commit`. This run proves nothing: a crash.
                     let outcome = RunOutcome {
                         crash: Some(CrashClass::NoResult),
                         record: None,

@@ -2,12 +2,16 @@
 //! OpenAI-compatible server on 127.0.0.1 for `openai:`, and simulated journals for `evolve`.
 //!
 //! `ar` is a binary crate, so the modules under test are compiled into this test crate by
-//! path (the agent code needs `journal` and `run` beside it, and `run` its `sandbox` and
-//! `excerpt`).
+//! path (the agent code needs `journal`, `git` and `run` beside it, and `run` its `sandbox`
+//! and `excerpt`).
 
 #[allow(dead_code)]
 #[path = "../src/journal.rs"]
 mod journal;
+
+#[allow(dead_code)]
+#[path = "../src/git.rs"]
+mod git;
 
 #[allow(dead_code)]
 #[path = "../src/run.rs"]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 /// The one file an agent may change, relative to the repository root.
-pub const TRAIN_FILE: &str = "train/src/main.rs";
+pub use crate::git::TRAIN_FILE;
 
 /// Everything an agent sees for one turn.
 pub struct Turn<'a> {

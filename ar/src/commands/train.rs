@@ -42,6 +42,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
     };
     eprintln!("Built in {:.1}s: {}", built.seconds, built.binary.display());
+    if !built.stamped {
+        eprintln!(
+            "warning: {} does not carry the stamp of the current train file (another checkout \
+             building into the same target directory?); its record's train_sha256 may be wrong",
+            built.binary.display()
+        );
+    }
     let result = args.result.unwrap_or_else(|| target_dir(&repo).join("ar-train-result.json"));
     let _ = std::fs::remove_file(&result);
     let status = Command::new(&built.binary)
