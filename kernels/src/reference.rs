@@ -6,7 +6,7 @@
 //! line. The sliding window stays real here too: it is a [T, T] mask, not a dropped argument.
 
 use burn::tensor::activation::{log_softmax, relu, softmax};
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Int, Tensor, TensorData};
 
 /// F.rms_norm(x, (x.size(-1),), eps) without weight: x / sqrt(mean(x², -1) + eps).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f32) -> Tensor<D> {
@@ -75,6 +75,17 @@ pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f3
     let counted = targets.clone().not_equal_elem(-1).float();
     let picked = log_p.gather(1, targets.clamp_min(0).unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1);
     (picked * counted.clone()).sum().neg() / counted.sum()
+}
+
+/// x · wᵀ in bf16 (PyTorch autocast's matmul): both operands cast to bf16, the product cast
+/// back to f32. Autodiff passes gradients through the casts.
+pub fn linear_bf16(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    x.cast(DType::BF16).matmul(w.cast(DType::BF16).transpose()).cast(DType::F32)
+}
+
+/// a · b in bf16, as [`linear_bf16`].
+pub fn matmul_bf16(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    a.cast(DType::BF16).matmul(b.cast(DType::BF16)).cast(DType::F32)
 }
 
 /// One AdamW update, composed: see [`crate::adamw_step`].

@@ -1,6 +1,7 @@
-//! On wgpu the ops take the composed fallback (`reference.rs`), which autodiff differentiates.
-//! This checks it runs there and agrees with the Flex kernels — values and gradients — so the
-//! window stays real and nothing is silently dropped on the GPU path.
+//! The two hand-written implementations against each other, across backends: every fused op on
+//! wgpu (the `#[cube]` kernels) against the same op on Flex (the CPU kernels), values and
+//! gradients, so the window stays real and nothing is silently dropped on the GPU path. (Each
+//! against the composed version on its own device: `cube_kernels.rs` and the CPU tests.)
 //!
 //! Only with `--features wgpu`, and it needs a Vulkan adapter; on a machine without a GPU,
 //! Mesa's lavapipe does (shared/notes/wgpu-lavapipe.md):

@@ -8,6 +8,7 @@
 
 pub(crate) mod adamw;
 pub(crate) mod attention;
+pub(crate) mod bf16;
 pub(crate) mod cross_entropy;
 pub(crate) mod math;
 pub(crate) mod relu_square;
@@ -74,24 +75,5 @@ impl SharedMut {
     }
 }
 
-/// How many calls each kernel has served, for tests that must know the hand-written path ran
-/// (a routing bug would otherwise compare the composed version against itself and pass).
-pub(crate) mod counters {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub(crate) static ADAMW_STEP: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static RMS_NORM_FORWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static RMS_NORM_BACKWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static ATTENTION_FORWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static ATTENTION_BACKWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static CROSS_ENTROPY_FORWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static CROSS_ENTROPY_BACKWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static RELU_SQUARE_FORWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static RELU_SQUARE_BACKWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static ROPE_RMS_NORM_FORWARD: AtomicUsize = AtomicUsize::new(0);
-    pub(crate) static ROPE_RMS_NORM_BACKWARD: AtomicUsize = AtomicUsize::new(0);
-
-    pub(crate) fn bump(counter: &AtomicUsize) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+// The counters live in lib.rs (the cube kernels bump theirs there too).
+pub(crate) use crate::counters;
