@@ -113,6 +113,8 @@ struct Block {
 /// untied head → soft cap.
 pub(crate) struct Gpt {
     config: GptConfig,
+    /// The matmuls' precision (PRECISION unless a benchmark overrides it).
+    pub(crate) precision: Precision,
     windows: Vec<usize>,
     wte: Tensor<2>,
     blocks: Vec<Block>,
@@ -128,9 +130,22 @@ pub(crate) struct Gpt {
     sin: Tensor<2>,
 }
 
-/// `x @ w.T` for x [N, in] and w [out, in]; the transpose is a free strided view.
-fn linear(x: Tensor<2>, w: &Tensor<2>) -> Tensor<2> {
-    x.matmul(w.clone().transpose())
+/// How the matmuls run: f32, or bf16 operands with f32 sums (mixed precision, as the original on
+/// a GPU: master weights, optimizer state and every other op stay f32).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[allow(dead_code)] // PRECISION picks one
+pub(crate) enum Precision {
+    F32,
+    Bf16,
+}
+
+/// `x @ w.T` for x [N, in] and w [out, in]; the transpose is a free strided view. In bf16 the
+/// operands are rounded to bf16 (AVX512-BF16 on the CPU, tensor cores on a GPU).
+fn linear(x: Tensor<2>, w: &Tensor<2>, precision: Precision) -> Tensor<2> {
+    match precision {
+        Precision::F32 => x.matmul(w.clone().transpose()),
+        Precision::Bf16 => kernels::linear_bf16(x, w.clone()),
+    }
 }
 
 impl Block {
@@ -145,14 +160,15 @@ impl Block {
         t: usize,
     ) -> Tensor<2> {
         let cfg = &gpt.config;
+        let p = gpt.precision;
         let (h, hkv, d) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim());
-        let q = linear(x.clone(), &self.c_q).reshape([b, t, h, d]);
-        let k = linear(x.clone(), &self.c_k).reshape([b, t, hkv, d]);
-        let mut v = linear(x.clone(), &self.c_v);
+        let q = linear(x.clone(), &self.c_q, p).reshape([b, t, h, d]);
+        let k = linear(x.clone(), &self.c_k, p).reshape([b, t, hkv, d]);
+        let mut v = linear(x.clone(), &self.c_v, p);
         // Value residual (ResFormer): mix in the value embedding, gated per head in (0, 2).
         if let (Some(ve), Some(gate_w)) = (ve, &self.ve_gate) {
             let gate =
-                sigmoid(linear(x.clone().slice([0..b * t, 0..VE_GATE_CHANNELS]), gate_w)).mul_scalar(2.0);
+                sigmoid(linear(x.clone().slice([0..b * t, 0..VE_GATE_CHANNELS]), gate_w, p)).mul_scalar(2.0);
             let gate = gate.reshape([b * t, hkv, 1]);
             v = v + (ve.reshape([b * t, hkv, d]) * gate).reshape([b * t, hkv * d]);
         }
@@ -161,12 +177,12 @@ impl Block {
         let q = rope_norm(q, &cos, &sin);
         let k = rope_norm(k, &cos, &sin);
         let y = attention(q, k, v, window).reshape([b * t, h * d]);
-        linear(y, &self.c_proj)
+        linear(y, &self.c_proj, p)
     }
 
     /// relu² MLP.
-    fn mlp(&self, x: Tensor<2>) -> Tensor<2> {
-        linear(kernels::relu_square(linear(x, &self.c_fc)), &self.mlp_proj)
+    fn mlp(&self, x: Tensor<2>, p: Precision) -> Tensor<2> {
+        linear(kernels::relu_square(linear(x, &self.c_fc, p)), &self.mlp_proj, p)
     }
 }
 
@@ -196,6 +212,7 @@ impl Gpt {
         let lm_head = rng.normal(v, c, 0.001, device);
         let (cos, sin) = rotary_tables(config.sequence_len, config.head_dim(), device);
         Gpt {
+            precision: PRECISION,
             windows: config.window_sizes(),
             wte,
             blocks,
@@ -230,13 +247,13 @@ impl Gpt {
             x = x * rl + x0.clone() * xl;
             let ve = self.value_embeds[i].as_ref().map(|table| table.clone().select(0, flat.clone()));
             x = x.clone() + block.attn(norm(x.clone()), ve, self, self.windows[i], b, t);
-            x = x.clone() + block.mlp(norm(x));
+            x = x.clone() + block.mlp(norm(x), self.precision);
         }
-        linear(norm(x), &self.lm_head)
+        linear(norm(x), &self.lm_head, self.precision)
     }
 
     /// Mean training loss for inputs and targets [B, T].
-    fn loss(&self, idx: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
+    pub(crate) fn loss(&self, idx: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         let [b, t] = targets.dims();
         softcap_cross_entropy(self.forward(idx), targets.reshape([b * t]), SOFTCAP)
     }
@@ -287,6 +304,7 @@ impl Gpt {
     fn frozen(&self) -> Gpt {
         let mut copy = Gpt {
             config: self.config.clone(),
+            precision: self.precision,
             windows: self.windows.clone(),
             wte: self.wte.clone(),
             blocks: self
@@ -416,20 +434,25 @@ const POLAR_EXPRESS: [(f32, f32, f32); 5] = [
 ];
 
 /// Approximately orthogonalizes g (singular values → ~1), iterating on the smaller Gram
-/// matrix so tall and wide matrices cost the same.
-pub(crate) fn polar_express(g: Tensor<2>) -> Tensor<2> {
+/// matrix so tall and wide matrices cost the same. The products run in `precision` (bf16:
+/// operands rounded, as the original iterates in bf16; storage and sums stay f32).
+pub(crate) fn polar_express(g: Tensor<2>, precision: Precision) -> Tensor<2> {
+    let mm = |a: Tensor<2>, b: Tensor<2>| match precision {
+        Precision::F32 => a.matmul(b),
+        Precision::Bf16 => kernels::matmul_bf16(a, b),
+    };
     let [r, c] = g.dims();
     let frob = g.clone().square().sum().sqrt().reshape([1, 1]);
     let mut x = g / frob.mul_scalar(1.02).add_scalar(1e-6);
     for (a, b, cc) in POLAR_EXPRESS {
         if r > c {
-            let gram = x.clone().transpose().matmul(x.clone());
-            let poly = gram.clone().mul_scalar(b) + gram.clone().matmul(gram).mul_scalar(cc);
-            x = x.clone().mul_scalar(a) + x.matmul(poly);
+            let gram = mm(x.clone().transpose(), x.clone());
+            let poly = gram.clone().mul_scalar(b) + mm(gram.clone(), gram).mul_scalar(cc);
+            x = x.clone().mul_scalar(a) + mm(x, poly);
         } else {
-            let gram = x.clone().matmul(x.clone().transpose());
-            let poly = gram.clone().mul_scalar(b) + gram.clone().matmul(gram).mul_scalar(cc);
-            x = x.clone().mul_scalar(a) + poly.matmul(x);
+            let gram = mm(x.clone(), x.clone().transpose());
+            let poly = gram.clone().mul_scalar(b) + mm(gram.clone(), gram).mul_scalar(cc);
+            x = x.clone().mul_scalar(a) + mm(poly, x);
         }
     }
     x
@@ -478,6 +501,7 @@ impl MuonAdamW {
 
     /// One update of every parameter from its (inner) gradient.
     pub(crate) fn step(&mut self, model: &mut Gpt, grads: Vec<Tensor<2>>, knobs: &StepKnobs) {
+        let precision = model.precision;
         for (((group, param), grad), slot) in model.params_mut().into_iter().zip(grads).zip(&mut self.slots) {
             let p = param.clone().inner();
             let updated = match slot {
@@ -486,7 +510,7 @@ impl MuonAdamW {
                     *step += 1;
                     adamw_update(p, grad, moments, *step, lr0 * knobs.lr_multiplier, b1, b2)
                 }
-                Slot::Muon { momentum, second } => muon_update(p, grad, momentum, second, knobs),
+                Slot::Muon { momentum, second } => muon_update(p, grad, momentum, second, knobs, precision),
             };
             *param = updated.autodiff().require_grad();
         }
@@ -532,12 +556,13 @@ fn muon_update(
     momentum: &mut Tensor<2>,
     second: &mut Tensor<2>,
     knobs: &StepKnobs,
+    precision: Precision,
 ) -> Tensor<2> {
     let [r, c] = p.dims();
     let mu = knobs.muon_momentum;
     *momentum = momentum.clone().mul_scalar(mu) + grad.clone().mul_scalar(1.0 - mu);
     let g = grad.mul_scalar(1.0 - mu) + momentum.clone().mul_scalar(mu);
-    let x = polar_express(g);
+    let x = polar_express(g, precision);
     // NorMuon: per-row (tall) or per-column (wide) second moment, rescaled so the update
     // keeps its overall norm.
     let red_dim = if r >= c { 1 } else { 0 };
@@ -565,6 +590,7 @@ const DEPTH: usize = 4; // number of transformer layers                         
 const ASPECT_RATIO: usize = 64; // model_dim = DEPTH × ASPECT_RATIO                    64
 const HEAD_DIM: usize = 64; // attention head dimension                                128
 const WINDOW_PATTERN: &str = "SSSL"; // sliding windows: L = full, S = half context     "SSSL"
+const PRECISION: Precision = Precision::F32; // matmuls: F32, or Bf16 (f32 weights and state)  bf16
 
 // Optimization
 const TOTAL_BATCH_SIZE: usize = 1 << 12; // tokens per optimizer step                  2^19

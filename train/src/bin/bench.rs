@@ -15,7 +15,7 @@ mod train_file;
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use train_file::{Gpt, GptConfig, Group, MuonAdamW, StepKnobs, forward_backward};
+use train_file::{Gpt, GptConfig, Group, MuonAdamW, Precision, StepKnobs, forward_backward};
 
 /// The peer's flags, with its defaults (the standard comparison config).
 #[derive(Debug, Clone)]
@@ -81,8 +81,8 @@ fn parse_args() -> Result<Args, String> {
     if a.steps == 0 {
         return Err("--steps must be positive".to_string());
     }
-    if a.autocast != "none" {
-        return Err(format!("--autocast {}: this train file runs in f32 only", a.autocast));
+    if a.autocast != "none" && a.autocast != "bf16" {
+        return Err(format!("--autocast {}: none or bf16", a.autocast));
     }
     Ok(a)
 }
@@ -135,7 +135,7 @@ fn main() {
     };
     let import_rss_mb = prepare::hardware::peak_rss_mb();
     rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().expect("the first rayon use");
-    let device = bench_device();
+    let (device, device_name, gpu) = bench_device();
     let tokens_per_fwdbwd = args.device_batch * args.seq_len;
     let total_batch = args.total_batch.unwrap_or(tokens_per_fwdbwd);
     if total_batch % tokens_per_fwdbwd != 0 {
@@ -156,6 +156,10 @@ fn main() {
     };
     let windows = config.window_sizes();
     let mut model = Gpt::new(config.clone(), &device, args.seed).with_grad();
+    // `--autocast bf16` is the peer's flag for mixed precision: bf16 matmuls, f32 everything else.
+    if args.autocast == "bf16" {
+        model.precision = Precision::Bf16;
+    }
     let flops_per_token = model.estimate_flops();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     for (group, p) in model.params_mut() {
@@ -218,6 +222,7 @@ fn main() {
             );
         }
     }
+    let gpu_memory = if device_name == "cpu" { None } else { device.memory_pool_usage() };
     let (min, max) = step_ms.iter().fold((f64::MAX, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let med = median(&mut step_ms.clone());
     let round = |v: f64, d: i32| (v * 10f64.powi(d)).round() / 10f64.powi(d);
@@ -249,6 +254,13 @@ fn main() {
         "fwd_bwd_ms_median": round(median(&mut fwd_bwd_ms), 3),
         "optimizer_ms_median": round(median(&mut optim_ms), 3),
         "peak_rss_mb": round(prepare::hardware::peak_rss_mb(), 1),
+        "device": device_name,
+        "gpu": gpu,
+        "precision": format!("{:?}", model.precision),
+        // On a GPU: what the allocator holds at the end (its pools keep their high-water pages, so
+        // this is close to the run's peak) and what live tensors use.
+        "gpu_mem_reserved_mb": gpu_memory.map(|m| round(m.bytes_reserved as f64 / 1048576.0, 1)),
+        "gpu_mem_in_use_mb": gpu_memory.map(|m| round(m.bytes_in_use as f64 / 1048576.0, 1)),
         "import_rss_mb": round(import_rss_mb, 1),
         "first_loss": round(losses[0], 5),
         "last_loss": round(*losses.last().unwrap(), 5),
@@ -256,11 +268,26 @@ fn main() {
     println!("{json}");
 }
 
-/// The CPU (burn's Flex); `AR_DEVICE=wgpu` in a `--features wgpu` build, to check the GPU path.
-fn bench_device() -> Device {
-    #[cfg(feature = "wgpu")]
-    if std::env::var("AR_DEVICE").as_deref() == Ok("wgpu") {
-        return Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+/// (device, its name, the GPU's name): the CPU (burn's Flex); `AR_DEVICE=cuda` in a
+/// `--features cuda` build (scripts/gpu-check.sh), `AR_DEVICE=wgpu` in a `--features wgpu` one.
+fn bench_device() -> (Device, &'static str, Option<String>) {
+    let wanted = std::env::var("AR_DEVICE").unwrap_or_default();
+    #[cfg(feature = "cuda")]
+    if wanted == "cuda" {
+        let name = std::process::Command::new("nvidia-smi")
+            .args(["--query-gpu=name", "--format=csv,noheader", "--id=0"])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string());
+        return (Device::cuda(0), "cuda:0", name);
     }
-    Device::flex()
+    #[cfg(feature = "wgpu")]
+    if wanted == "wgpu" {
+        return (Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), "wgpu", None);
+    }
+    if !wanted.is_empty() && wanted != "cpu" {
+        eprintln!("bench: AR_DEVICE={wanted} is not in this build; using the CPU");
+    }
+    (Device::flex(), "cpu", None)
 }
