@@ -4,8 +4,13 @@
 //! Only with `--features wgpu`, and it needs a Vulkan adapter. `scripts/test.sh` installs
 //! lavapipe (`mesa-vulkan-drivers`) and pins it with `VK_ICD_FILENAMES`.
 //!
+//! The fused ops on wgpu are the kernels crate's `#[cube]` kernels, not composed fallbacks. How we
+//! know: each cube kernel prints one line to stderr on its first launch (`kernels: #[cube]
+//! attention forward runs on Wgpu(..)`), and this test asserts that every fused op's forward and
+//! backward line is in the wgpu run's stderr — and that the CPU run printed none.
+//!
 //! What can match, and why no more: the first step's loss is the whole forward pass (the CPU's
-//! fused kernels against wgpu's composed fallbacks, on the same host-side init and batch), so it
+//! fused kernels against wgpu's cube kernels, on the same host-side init and batch), so it
 //! must agree to f32 rounding. After the first update the curves part, and not because either
 //! backend is wrong: at init c_proj and mlp_proj are zero, so the blocks add nothing and the
 //! final RMSNorm makes the loss invariant to the scale of the residual stream; the gradients of
@@ -24,6 +29,20 @@ mod support;
 
 use support::{losses, train_on};
 
+/// The `#[cube]` kernels a training step must launch on wgpu (their first-launch lines).
+const CUBE_KERNELS: [&str; 10] = [
+    "rms_norm forward",
+    "rms_norm backward",
+    "rope_rms_norm forward",
+    "rope_rms_norm backward",
+    "attention forward",
+    "attention backward (dQ, dK/dV)",
+    "relu_square forward",
+    "relu_square backward",
+    "softcap_cross_entropy forward",
+    "softcap_cross_entropy backward",
+];
+
 /// The first loss (no update yet): f32 rounding across two backends.
 const FIRST_LOSS_RTOL: f64 = 1e-5;
 
@@ -34,6 +53,11 @@ fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
     assert!(cpu.stdout.contains("device: flex (cpu)"), "{}", cpu.stdout);
     assert!(gpu.stdout.contains("device: wgpu"), "the run fell back from wgpu:\n{}", gpu.stdout);
     assert!(gpu.record.device.contains("wgpu"), "the record names the device: {}", gpu.record.device);
+    for kernel in CUBE_KERNELS {
+        let line = format!("kernels: #[cube] {kernel} runs on");
+        assert!(gpu.stderr.contains(&line), "the wgpu run did not use the cube kernel `{kernel}`:\n{}", gpu.stderr);
+        assert!(!cpu.stderr.contains(&line), "the CPU run launched a cube kernel:\n{}", cpu.stderr);
+    }
     let (a, b) = (losses(&cpu.stdout), losses(&gpu.stdout));
     assert!(a.len() >= 10 && b.len() >= 10, "{}\n{}", cpu.stdout, gpu.stdout);
     let ((step_a, first_a), (step_b, first_b)) = (a[0], b[0]);

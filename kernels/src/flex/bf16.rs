@@ -9,9 +9,9 @@
 //! backward re-packs the same f32 tensors (which autodiff keeps anyway) and costs no memory.
 //!
 //! Structure (GotoBLAS-style): C [m×n] = A [m×k] · B [k×n] for any strides of A and B. For each
-//! block of KC along k and NC along n, B is packed once into NR-column panels of k-pairs; row
-//! blocks of MC are spread over rayon's threads, each packs its rows of A into MR-row panels and
-//! runs the MR×NR micro-kernel (24 zmm accumulators) over every B panel.
+//! block of KC along k, B is packed once into NR-column panels of k-pairs; row blocks of MC are
+//! spread over rayon's threads, each packs its rows of A into MR-row panels and runs the MR×NR
+//! micro-kernel (24 zmm accumulators) over every B panel.
 
 use std::arch::x86_64::*;
 
@@ -20,9 +20,8 @@ use rayon::prelude::*;
 /// Micro-kernel tile: MR rows × NR columns of C (12 × 2 zmm accumulators).
 const MR: usize = 12;
 const NR: usize = 32;
-/// k per packed block (even), n per packed B block, rows per thread task.
+/// k per packed block (even), rows per thread task.
 const KC: usize = 512;
-const NC: usize = 1024;
 const MC: usize = 8 * MR;
 
 /// Whether this CPU runs the bf16 kernels (AVX512-BF16 and the AVX-512 it builds on).
@@ -69,49 +68,49 @@ pub(crate) unsafe fn matmul(m: usize, n: usize, k: usize, a: Mat, b: Mat) -> Vec
         return c;
     }
     let kp_max = KC / 2;
-    let mut bp: Vec<u32> = Vec::new();
+    let panels = n.div_ceil(NR);
+    let mut bp: Vec<u32> = vec![0; panels * kp_max * NR];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let kp = kc.div_ceil(2);
-        for n0 in (0..n).step_by(NC) {
-            let nc = NC.min(n - n0);
-            let panels = nc.div_ceil(NR);
-            bp.resize(panels * kp_max * NR, 0);
-            // Pack B[k0.., n0..] into panels of NR columns, each [kp][NR] k-pairs.
-            bp.par_chunks_mut(kp_max * NR).enumerate().for_each(|(p, panel)| unsafe {
-                pack_b(b, k0, kc, n0 + p * NR, NR.min(nc - p * NR), &mut panel[..kp * NR]);
-            });
-            let bp = &bp;
-            let c_ptr = SendPtr(c.as_mut_ptr());
-            (0..m.div_ceil(MC)).into_par_iter().for_each_init(
-                || vec![0u32; MC.div_ceil(MR) * kp_max * MR],
-                |ap, block| unsafe {
-                    let m0 = block * MC;
-                    let mc = MC.min(m - m0);
-                    let rpanels = mc.div_ceil(MR);
+        // Pack B[k0.., all n] into panels of NR columns, each [kp][NR] k-pairs (a few MB at most:
+        // it stays in L2/L3 while every row block reads it).
+        bp.par_chunks_mut(kp_max * NR).enumerate().for_each(|(p, panel)| unsafe {
+            pack_b(b, k0, kc, p * NR, NR.min(n - p * NR), &mut panel[..kp * NR]);
+        });
+        let bp = &bp;
+        let c_ptr = SendPtr(c.as_mut_ptr());
+        // The first k block stores into C, later ones add to it.
+        let accumulate = k0 > 0;
+        (0..m.div_ceil(MC)).into_par_iter().for_each_init(
+            || vec![0u32; MC.div_ceil(MR) * kp_max * MR],
+            |ap, block| unsafe {
+                let m0 = block * MC;
+                let mc = MC.min(m - m0);
+                let rpanels = mc.div_ceil(MR);
+                for rp in 0..rpanels {
+                    let rows = MR.min(mc - rp * MR);
+                    pack_a(a, m0 + rp * MR, rows, k0, kc, &mut ap[rp * kp_max * MR..][..kp * MR]);
+                }
+                // Panel-major: one B panel (kp × NR, ≤ 32 KB) serves every row panel of the block
+                // while it is in L1/L2.
+                for p in 0..panels {
+                    let cols = NR.min(n - p * NR);
                     for rp in 0..rpanels {
                         let rows = MR.min(mc - rp * MR);
-                        pack_a(a, m0 + rp * MR, rows, k0, kc, &mut ap[rp * kp_max * MR..][..kp * MR]);
+                        let dst = c_ptr.get().add((m0 + rp * MR) * n + p * NR);
+                        micro_kernel(
+                            kp,
+                            ap.as_ptr().add(rp * kp_max * MR),
+                            bp.as_ptr().add(p * kp_max * NR),
+                            (dst, n, accumulate),
+                            rows,
+                            cols,
+                        );
                     }
-                    for p in 0..panels {
-                        let cols = NR.min(nc - p * NR);
-                        for rp in 0..rpanels {
-                            let rows = MR.min(mc - rp * MR);
-                            let dst = c_ptr.get().add((m0 + rp * MR) * n + n0 + p * NR);
-                            micro_kernel(
-                                kp,
-                                ap.as_ptr().add(rp * kp_max * MR),
-                                bp.as_ptr().add(p * kp_max * NR),
-                                dst,
-                                n,
-                                rows,
-                                cols,
-                            );
-                        }
-                    }
-                },
-            );
-        }
+                }
+            },
+        );
     }
     c
 }
@@ -276,9 +275,16 @@ unsafe fn pair_at(m: Mat, i: usize, k0: usize, kc: usize, p: usize, row_major: b
     bf16_bits(x0) | (bf16_bits(x1) << 16)
 }
 
-/// C[rows × cols] (row stride ldc) += A panel [kp][MR] · B panel [kp][NR].
+/// C[rows × cols] (row stride ldc) = (or += when accumulating) A panel [kp][MR] · B panel [kp][NR].
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn micro_kernel(kp: usize, ap: *const u32, bp: *const u32, c: *mut f32, ldc: usize, rows: usize, cols: usize) {
+unsafe fn micro_kernel(
+    kp: usize,
+    ap: *const u32,
+    bp: *const u32,
+    (c, ldc, accumulate): (*mut f32, usize, bool),
+    rows: usize,
+    cols: usize,
+) {
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         let (mut ap, mut bp) = (ap, bp);
@@ -297,10 +303,13 @@ unsafe fn micro_kernel(kp: usize, ap: *const u32, bp: *const u32, c: *mut f32, l
         let m1: __mmask16 = if cols >= 32 { 0xFFFF } else if cols > 16 { (1u32 << (cols - 16)) as u16 - 1 } else { 0 };
         for (r, acc) in acc.iter().enumerate().take(rows) {
             let row = c.add(r * ldc);
-            let old0 = _mm512_maskz_loadu_ps(m0, row);
-            _mm512_mask_storeu_ps(row, m0, _mm512_add_ps(old0, acc[0]));
-            let old1 = _mm512_maskz_loadu_ps(m1, row.add(16));
-            _mm512_mask_storeu_ps(row.add(16), m1, _mm512_add_ps(old1, acc[1]));
+            let (mut v0, mut v1) = (acc[0], acc[1]);
+            if accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.add(16)));
+            }
+            _mm512_mask_storeu_ps(row, m0, v0);
+            _mm512_mask_storeu_ps(row.add(16), m1, v1);
         }
     }
 }
@@ -392,7 +401,7 @@ mod tests {
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
         // Sizes around the tile edges (MR 12, NR 32, KC 512, NC 1024) and odd k.
-        for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (12, 32, 64), (100, 70, 513), (25, 1030, 40), (97, 64, 1100)] {
+        for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (12, 32, 64), (100, 70, 513), (25, 1030, 40), (97, 64, 1100), (200, 50, 1025)] {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let want: Vec<f64> = (0..m * n)

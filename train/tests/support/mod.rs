@@ -66,6 +66,8 @@ fn features() -> Vec<String> {
 
 pub struct Run {
     pub stdout: String,
+    /// What the run wrote to stderr (e.g. the kernels crate's line per `#[cube]` kernel used).
+    pub stderr: String,
     pub record: RunRecord,
 }
 
@@ -87,10 +89,11 @@ pub fn train_on(tag: &str, device: &str) -> Run {
         .output()
         .expect("the train binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
     let record =
         RunRecord::parse(&std::fs::read_to_string(&result).expect("a result record")).expect("valid");
-    Run { stdout, record }
+    Run { stdout, stderr, record }
 }
 
 /// (step, smoothed loss) of every progress line.
