@@ -168,12 +168,17 @@ pub fn linear_bf16(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 
 /// a · b with bf16 operands and f32 sums, for untracked tensors (an optimizer's matmuls, e.g.
 /// Muon's polar-express iterations). Shapes: a [m, k], b [k, n] → [m, n]; transposed views are
-/// read in place. The AVX512-BF16 kernel on plain f32 Flex; the composed casts elsewhere.
+/// read in place. The AVX512-BF16 kernel on plain f32 Flex; the composed casts elsewhere (an f32
+/// matmul on a device without bf16).
 pub fn matmul_bf16(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     let both_flex = [&a, &b].iter().all(|t| route(*t) == Route::Plain(Kind::Flex));
     if both_flex && flex::bf16::available() {
         let (a, b) = (primitive::<Flex, 2>(a), primitive::<Flex, 2>(b));
         return wrap::<Flex, 2>(flex::bf16::matmul_plain(&a, &b));
+    }
+    if !a.device().supports_dtype(DType::BF16) {
+        // wgpu on most adapters: f32, as linear_bf16 does there.
+        return a.matmul(b);
     }
     reference::matmul_bf16(a, b)
 }

@@ -220,6 +220,7 @@ mod cube_impl {
     use burn_cubecl::CubeBackend;
     use burn_cubecl::tensor::CubeTensor;
 
+    use burn::backend::Backend;
     use burn::backend::ops::FloatTensorOps;
     use burn::tensor::FloatDType;
 
@@ -232,6 +233,16 @@ mod cube_impl {
 
     fn f32(t: CubeTensor) -> CubeTensor {
         CubeBackend::float_cast(t, FloatDType::F32)
+    }
+
+    /// Whether the tensor's device computes in bf16; the first "no" is reported on stderr.
+    fn has_bf16(t: &CubeTensor) -> bool {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        let yes = CubeBackend::supports_dtype(&t.device, burn::tensor::DType::BF16);
+        if !yes {
+            SAID.call_once(|| eprintln!("kernels: {:?} has no bf16: linear_bf16 runs its matmuls in f32", t.device));
+        }
+        yes
     }
 
     impl FusedOps for CubeBackend {
@@ -303,8 +314,12 @@ mod cube_impl {
         }
 
         /// Casts and burn's matmul: bf16 operands run on tensor cores where the GPU has them. Only
-        /// the f32 x and w are saved (autodiff keeps them anyway); the backward casts again.
+        /// the f32 x and w are saved (autodiff keeps them anyway); the backward casts again. A
+        /// device without bf16 (wgpu on most adapters) runs the f32 matmul and says so once.
         fn linear_bf16_forward(x: &CubeTensor, w: &CubeTensor) -> CubeTensor {
+            if !has_bf16(x) {
+                return CubeBackend::float_matmul(x.clone(), CubeBackend::float_transpose(w.clone()));
+            }
             f32(CubeBackend::float_matmul(bf16(x.clone()), CubeBackend::float_transpose(bf16(w.clone()))))
         }
 
@@ -315,6 +330,11 @@ mod cube_impl {
             want_dx: bool,
             want_dw: bool,
         ) -> (Option<CubeTensor>, Option<CubeTensor>) {
+            if !has_bf16(x) {
+                let dx = want_dx.then(|| CubeBackend::float_matmul(dy.clone(), w.clone()));
+                let dw = want_dw.then(|| CubeBackend::float_matmul(CubeBackend::float_transpose(dy), x.clone()));
+                return (dx, dw);
+            }
             let dy = bf16(dy);
             let dx = want_dx.then(|| f32(CubeBackend::float_matmul(dy.clone(), bf16(w.clone()))));
             let dw = want_dw.then(|| f32(CubeBackend::float_matmul(CubeBackend::float_transpose(dy), bf16(x.clone()))));
