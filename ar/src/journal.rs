@@ -73,9 +73,26 @@ pub enum CrashClass {
     NoResult,
     Rejected,
     Interrupted,
+    /// A time-budgeted run outlived the budget plus the profile's start-up allowance.
+    Overtime,
+    /// A scorer probe failed: the model looks ahead, mixes rows, or changes while scored.
+    Leak,
+    /// Audited scoring: the committed log-probabilities are not the model's.
+    Tampered,
+    /// The run's statistics name another profile, budget or cache than the session's.
+    Mismatch,
+    /// A repeated measurement of one commit reported a seed it had already used.
+    Seed,
+    /// The job was lost (node failure, cancelled by the scheduler).
+    Lost,
 }
 
 impl CrashClass {
+    /// Whether the program's output helps explain the crash (shown fenced to the agent).
+    pub fn shows_output(self) -> bool {
+        !matches!(self, CrashClass::Rejected | CrashClass::Interrupted | CrashClass::Mismatch | CrashClass::Seed)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CrashClass::Build => "build",
@@ -87,6 +104,12 @@ impl CrashClass {
             CrashClass::NoResult => "no-result",
             CrashClass::Rejected => "rejected",
             CrashClass::Interrupted => "interrupted",
+            CrashClass::Overtime => "overtime",
+            CrashClass::Leak => "leak",
+            CrashClass::Tampered => "tampered",
+            CrashClass::Mismatch => "mismatch",
+            CrashClass::Seed => "seed",
+            CrashClass::Lost => "lost",
         }
     }
 }
@@ -178,6 +201,21 @@ pub enum Event {
         /// Sanitised tail of the program's output (crashes only), untrusted.
         excerpt: Option<String>,
         timings: Timings,
+        /// The run directory (`runs/<name>`), fresh for every attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+        /// Why it crashed, one line (never program output).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Processes that outlived the run (`pid command`); they were killed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        leaked: Vec<String>,
+        /// The sandbox in force for the training child.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<crate::sandbox::Report>,
+        /// The seed the program reported (also for crashed runs that got that far).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
     },
     /// The keep/discard decision; written before the branch moves.
     Decided { id: u64, time: f64, decision: Decision },

@@ -1,4 +1,4 @@
-//! `ar`, the autoresearch supervisor: one thin binary over library code.
+//! `ar`, the autoresearch supervisor: one thin binary over the `ar` library (src/lib.rs).
 //!
 //! Subcommands: `prepare` (data, tokenizer, manifest), `train` (build and run the train
 //! program), `experiment` (one guarded, decided experiment), `loop` (an agent experimenting
@@ -7,33 +7,7 @@
 //! turns errors into one line with the whole cause chain and an exit code that means
 //! something.
 
-// Modules used by the supervisor loop as it lands piece by piece.
-#[allow(dead_code)]
-mod agent;
-mod commands;
-#[allow(dead_code)]
-mod decide;
-#[allow(dead_code)]
-mod excerpt;
-mod failpoint;
-#[allow(dead_code)]
-mod git;
-#[allow(dead_code)]
-mod guard;
-mod interrupt;
-#[allow(dead_code)]
-mod journal;
-#[allow(dead_code)]
-mod live;
-#[allow(dead_code)]
-mod report;
-mod run;
-#[allow(dead_code)] // part of its API serves tests and reports
-mod sandbox;
-#[allow(dead_code)]
-mod session;
-mod ui;
-
+use ar::commands;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

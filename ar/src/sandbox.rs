@@ -44,8 +44,54 @@ pub struct Policy {
     /// keep any log file its stdout or stderr goes to beneath `writable`: writing through
     /// the inherited descriptor always works, but reopening `/dev/stdout` checks the file.
     pub writable: Vec<PathBuf>,
+    /// What the child may read and execute.
+    pub read: ReadAccess,
     /// Allow the network. `false` for every training run.
     pub network: bool,
+    /// Deny setsid/setpgid and metadata changes (chmod, chown, utime, xattr).
+    pub confine_process: bool,
+}
+
+/// What a sandboxed child may read and execute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReadAccess {
+    #[default]
+    Everywhere,
+    Only(Vec<PathBuf>),
+    Except(Vec<PathBuf>),
+}
+
+/// `ar`'s environment reduced to what a child needs, plus `extra`.
+pub fn child_env(extra: &[(&str, &std::ffi::OsStr)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let keep = |k: &str| {
+        matches!(k, "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "LANGUAGE" | "TZ" | "TERM" | "RUST_BACKTRACE")
+            || k.starts_with("LC_")
+            || k.starts_with("CUDA_")
+            || k.starts_with("NVIDIA_")
+            || k.starts_with("WGPU_")
+            || k == "VK_ICD_FILENAMES"
+            || k == "RAYON_NUM_THREADS"
+            || k == "KERNELS_ISA"
+    };
+    let mut out: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+        std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(keep)).collect();
+    for (k, v) in extra {
+        out.retain(|(key, _)| key != k);
+        out.push(((*k).into(), (*v).to_os_string()));
+    }
+    out
+}
+
+impl Report {
+    /// True when writes (landlock ABI >= 3) and the network are both enforced.
+    pub fn complete(&self) -> bool {
+        self.filesystem.is_enforced() && self.network.is_enforced()
+    }
+
+    /// What is missing, in plain sentences.
+    pub fn gaps(&self) -> Vec<String> {
+        self.warnings()
+    }
 }
 
 /// What [`apply`] actually enforced, per concern.

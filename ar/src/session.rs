@@ -24,10 +24,47 @@ use crate::git::{Git, TRAIN_FILE};
 use crate::guard::{self, FixedManifest, Verdict};
 use crate::journal::{self, CrashClass, Decision, Event, Journal, RunKind, Status, Timings, now};
 use crate::live::LiveFile;
-use crate::run::{self, BuildSpec, RunOutcome, RunSpec};
+use crate::exec::build::{self as cargo_build, BuildSpec};
+use crate::exec::job::{self, JobOutcome, JobSpec, RunDir};
 
 /// Branch prefix of every session.
 pub const BRANCH_PREFIX: &str = "autoresearch/";
+
+/// What one measurement produced, as the session decides on it.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    pub crash: Option<CrashClass>,
+    pub record: Option<prepare::RunRecord>,
+    /// Why the run counts as a crash, in one line (never program output).
+    pub reason: Option<String>,
+    /// The sanitised, fenced tail of the log (crashes only).
+    pub excerpt: Option<String>,
+    pub seconds: f64,
+    pub run: Option<String>,
+    pub leaked: Vec<String>,
+    pub sandbox: Option<crate::sandbox::Report>,
+    pub seed: Option<u64>,
+}
+
+impl RunOutcome {
+    fn crashed(class: CrashClass, reason: impl Into<String>) -> RunOutcome {
+        RunOutcome { crash: Some(class), reason: Some(reason.into()), ..RunOutcome::default() }
+    }
+
+    fn from_job(run: &RunDir, o: JobOutcome) -> RunOutcome {
+        RunOutcome {
+            crash: o.crash,
+            seed: o.stats.as_ref().map(|s| s.seed),
+            record: o.record,
+            reason: o.reason,
+            excerpt: o.excerpt,
+            seconds: o.train_seconds + o.score_seconds,
+            run: Some(run.name()),
+            leaked: o.leaked,
+            sandbox: o.sandbox,
+        }
+    }
+}
 
 /// Where a train file edit waits while the baseline runs.
 const SET_ASIDE: &str = "pending_train_edit.rs";
@@ -41,6 +78,10 @@ pub struct Options {
     pub timeout: Option<Duration>,
     pub features: Vec<String>,
     pub agent: String,
+    /// The budget of a new session (None: the profile's default).
+    pub budget: Option<prepare::Budget>,
+    /// Force a scoring variant (None: the profile's).
+    pub scoring: Option<prepare::profile::Scoring>,
 }
 
 /// A session ready to take experiments.
@@ -62,6 +103,11 @@ pub struct Session {
     pub stop: Arc<AtomicBool>,
     /// Confine training children (landlock + seccomp); on unless the user opts out.
     pub sandbox: bool,
+    pub budget: prepare::Budget,
+    pub scoring: prepare::profile::Scoring,
+    /// sha256 of the cache manifest when the session started.
+    pub manifest_sha256: String,
+    pub cache_root: PathBuf,
     _lock: File,
 }
 
@@ -201,7 +247,10 @@ impl Session {
             }
         };
         // The data must be ready before anything is spent on a build.
-        prepare::Cache::open(profile)?;
+        let cache = prepare::Cache::open(profile)?;
+        let manifest_sha256 = cache.manifest_sha256()?;
+        let budget = opts.budget.unwrap_or_else(|| profile.default_budget());
+        let scoring = opts.scoring.unwrap_or(profile.scoring);
         let timeout =
             opts.timeout.unwrap_or_else(|| Duration::from_secs_f64(profile.time_budget_secs * 2.0 + 60.0));
         let mut session = Session {
@@ -220,6 +269,10 @@ impl Session {
             live: LiveFile::new(&dir),
             stop: Arc::new(AtomicBool::new(false)),
             sandbox: true,
+            budget,
+            scoring,
+            manifest_sha256,
+            cache_root: prepare::cache::cache_root(),
             _lock: lock,
         };
         if !resumed || how != Open::Attach {
@@ -265,8 +318,8 @@ impl Session {
         self.state().best_commit.unwrap_or_else(|| self.base_commit.clone())
     }
 
-    fn run_dir(&self, id: u64) -> PathBuf {
-        self.dir.join("runs").join(format!("{id:04}"))
+    fn runs_dir(&self) -> PathBuf {
+        self.dir.join("runs")
     }
 
     /// Finishes or repeats whatever an interrupted `ar` left behind, then puts the branch on
@@ -355,13 +408,7 @@ impl Session {
     }
 
     fn interrupted(&self, reason: &str) -> RunOutcome {
-        RunOutcome {
-            crash: Some(CrashClass::Interrupted),
-            record: None,
-            reason: Some(reason.to_string()),
-            excerpt: None,
-            seconds: 0.0,
-        }
+        RunOutcome::crashed(CrashClass::Interrupted, reason)
     }
 
     /// Runs the baseline until the rule's K runs have results.
@@ -530,79 +577,152 @@ impl Session {
         self.conclude(id, RunKind::Remeasure, &best, outcome, None)
     }
 
-    /// Builds the commit in the working tree and runs it; journals `finished`.
+    /// Builds the commit in the working tree and measures it (train, then score); journals
+    /// `finished`.
     fn measure(&mut self, id: u64, commit: &str, mut timings: Timings) -> Result<RunOutcome> {
         let description = self.description_of(id);
         self.live.phase(id, "build", &description);
         let spec = BuildSpec { bin: "train".into(), features: self.features.clone() };
-        let expected = prepare::manifest::sha256_hex(self.git.show(commit, TRAIN_FILE)?.as_bytes());
-        let build = run::build(&self.repo, &spec)?;
-        let outcome = match build {
+        let source = self.git.show(commit, TRAIN_FILE)?;
+        let expected = prepare::manifest::sha256_hex(source.as_bytes());
+        if let Err(why) = guard::lint(&source) {
+            let mut outcome = RunOutcome::crashed(CrashClass::Build, why.clone());
+            outcome.excerpt = Some(crate::excerpt::excerpt(&why));
+            return self.record_finished(id, outcome, timings);
+        }
+        let build = cargo_build::build(&self.repo, &spec)?;
+        let built = match build {
             Err(failure) => {
-                let outcome = RunOutcome {
-                    crash: Some(CrashClass::Build),
-                    record: None,
-                    reason: Some("the train file does not compile".into()),
-                    excerpt: Some(crate::excerpt::excerpt(&failure.first_error)),
-                    seconds: 0.0,
-                };
-                let _ = std::fs::create_dir_all(self.run_dir(id));
-                let _ = std::fs::write(self.run_dir(id).join("build.log"), &failure.log);
-                outcome
+                let mut outcome = RunOutcome::crashed(CrashClass::Build, "the train file does not compile");
+                outcome.excerpt = Some(crate::excerpt::excerpt(&failure.first_error));
+                let dir = RunDir::create(&self.runs_dir(), id)?;
+                let _ = std::fs::write(dir.root.join("build.log"), &failure.log);
+                outcome.run = Some(dir.name());
+                return self.record_finished(id, outcome, timings);
             }
-            Ok(built) => {
-                timings.build = built.seconds;
-                if !(built.stamped && built.train_sha256 == expected) {
-                    // Even after run::build's forced rebuild: another checkout sharing the
-                    // target directory built at the same moment, or the tree is not on
-                    // `commit`. This run proves nothing: a crash.
-                    let outcome = RunOutcome {
-                        crash: Some(CrashClass::NoResult),
-                        record: None,
-                        reason: Some(format!(
-                            "{} was not built from {TRAIN_FILE} at {}: is another checkout building \
-                             into the same target directory?",
-                            built.binary.display(),
-                            &commit[..7.min(commit.len())]
-                        )),
-                        excerpt: None,
-                        seconds: 0.0,
-                    };
-                    return self.record_finished(id, outcome, timings);
-                }
-                self.live.phase(id, "train", &description);
-                let spec = RunSpec {
-                    binary: built.binary,
-                    run_dir: self.run_dir(id),
-                    profile: self.profile.name.to_string(),
-                    timeout: self.timeout,
-                    expected_train_sha256: Some(expected),
-                    seed_offset: self.state().measurements.get(commit).map_or(0, Vec::len) as u64,
-                    sandbox: self.sandbox,
-                };
-                let live = &mut self.live;
-                let stop = self.stop.clone();
-                let mut polls = 0;
-                run::run_training(
-                    &spec,
-                    &mut |_, pct| {
-                        live.progress(pct);
-                        polls += 1;
-                        if polls == 3 {
-                            failpoint::hit("during-train");
-                        }
-                    },
-                    &stop,
-                )?
-            }
+            Ok(built) => built,
         };
+        timings.build = built.seconds;
+        if !(built.stamped && built.train_sha256 == expected) {
+            // Even after the forced rebuild: another checkout sharing the target directory
+            // built at the same moment, or the tree is not on `commit`. This run proves
+            // nothing: a crash.
+            let outcome = RunOutcome::crashed(
+                CrashClass::NoResult,
+                format!(
+                    "{} was not built from {TRAIN_FILE} at {}: is another checkout building into the same \
+                     target directory?",
+                    built.binary.display(),
+                    &commit[..7.min(commit.len())]
+                ),
+            );
+            return self.record_finished(id, outcome, timings);
+        }
+        self.live.phase(id, "train", &description);
+        let seed_offset = self.state().measurements.get(commit).map_or(0, Vec::len) as u64;
+        let dir = RunDir::create(&self.runs_dir(), id)?;
+        let spec = self.job_spec(id, &dir, built.binary.clone(), expected, seed_offset);
+        dir.write_spec(&spec)?;
+        let stop = self.stop.clone();
+        struct Live<'a> {
+            live: &'a mut crate::live::LiveFile,
+            id: u64,
+            description: String,
+            polls: usize,
+        }
+        impl job::Watch for Live<'_> {
+            fn phase(&mut self, phase: &str) {
+                self.live.phase(self.id, phase, &self.description);
+            }
+            fn progress(&mut self, pct: Option<f64>) {
+                self.live.progress(pct);
+                self.polls += 1;
+                if self.polls == 3 {
+                    failpoint::hit("during-train");
+                }
+            }
+        }
+        let mut watch = Live { live: &mut self.live, id, description, polls: 0 };
+        let result = job::run(&dir, &spec, &mut watch, &stop)?;
+        dir.write_outcome(&result)?;
+        let mut outcome = RunOutcome::from_job(&dir, result);
+        self.check_seed(commit, &mut outcome);
         self.record_finished(id, outcome, timings)
+    }
+
+    /// The job of one measurement.
+    fn job_spec(&self, id: u64, dir: &RunDir, binary: PathBuf, train_sha256: String, seed_offset: u64) -> JobSpec {
+        let train_deadline = match self.budget {
+            prepare::Budget::Time { secs } => secs + self.profile.startup_allowance_secs,
+            _ => self.timeout.as_secs_f64(),
+        };
+        JobSpec {
+            format: job::JOB_FORMAT,
+            id,
+            run: dir.name(),
+            binary,
+            train_sha256,
+            profile: self.profile.name.to_string(),
+            cache_root: self.cache_root.clone(),
+            manifest_sha256: self.manifest_sha256.clone(),
+            budget: self.budget,
+            seed_offset,
+            scoring: self.scoring,
+            tolerance: if self.features.is_empty() { 1e-3 } else { 3e-2 },
+            audit_rows: if self.scoring == prepare::profile::Scoring::Audited && self.profile.eval_rows() < 256 {
+                8
+            } else {
+                256
+            },
+            train_deadline_secs: train_deadline.min(self.timeout.as_secs_f64().max(train_deadline)),
+            serve_deadline_secs: self.timeout.as_secs_f64(),
+            sandbox: self.sandbox,
+            env: Vec::new(),
+        }
+    }
+
+    /// A repeated measurement of one commit must report a seed no earlier one did: a train
+    /// file that ignores the offset replays the same run and fakes agreement.
+    fn check_seed(&self, commit: &str, outcome: &mut RunOutcome) {
+        let (Some(seed), None) = (outcome.seed, outcome.crash) else { return };
+        let state = self.state();
+        let earlier: Vec<u64> = self
+            .journal
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Finished { id, seed: Some(s), crash: None, .. }
+                    if state.commits.get(id).map(String::as_str) == Some(commit) =>
+                {
+                    Some(*s)
+                }
+                _ => None,
+            })
+            .collect();
+        if earlier.contains(&seed) {
+            *outcome = RunOutcome {
+                crash: Some(CrashClass::Seed),
+                reason: Some(format!(
+                    "this run reported seed {seed}, the same as an earlier measurement of this commit: a repeated \
+                     measurement must differ, so the train file must take its seed from prepare::seed(SEED)"
+                )),
+                record: None,
+                ..outcome.clone()
+            };
+        }
     }
 
     /// Journals `finished` for a run.
     fn record_finished(&mut self, id: u64, outcome: RunOutcome, mut timings: Timings) -> Result<RunOutcome> {
         timings.train = outcome.seconds;
         timings.total = timings.agent + timings.build + timings.train;
+        if !outcome.leaked.is_empty() {
+            eprintln!(
+                "warning: {} process(es) outlived run {id} and were killed: {}",
+                outcome.leaked.len(),
+                outcome.leaked.join(", ")
+            );
+        }
         self.journal.append(Event::Finished {
             id,
             time: now(),
@@ -610,6 +730,11 @@ impl Session {
             record: outcome.record.clone(),
             excerpt: outcome.excerpt.clone(),
             timings,
+            run: outcome.run.clone(),
+            reason: outcome.reason.clone(),
+            leaked: outcome.leaked.clone(),
+            sandbox: outcome.sandbox.clone(),
+            seed: outcome.seed,
         })?;
         failpoint::hit("after-finished");
         Ok(outcome)
@@ -865,13 +990,21 @@ fn confirm_run_of(events: &[Event], id: u64) -> Option<(u64, Option<RunOutcome>)
 
 fn finished_outcome(events: &[Event], id: u64) -> Option<RunOutcome> {
     events.iter().find_map(|e| match e {
-        Event::Finished { id: i, crash, record, excerpt, timings, .. } if *i == id => Some(RunOutcome {
-            crash: *crash,
-            record: record.clone(),
-            reason: crash.map(|c| c.name().to_string()),
-            excerpt: excerpt.clone(),
-            seconds: timings.train,
-        }),
+        Event::Finished { id: i, crash, record, excerpt, timings, run, reason, leaked, sandbox, seed, .. }
+            if *i == id =>
+        {
+            Some(RunOutcome {
+                crash: *crash,
+                record: record.clone(),
+                reason: reason.clone().or_else(|| crash.map(|c| c.name().to_string())),
+                excerpt: excerpt.clone(),
+                seconds: timings.train,
+                run: run.clone(),
+                leaked: leaked.clone(),
+                sandbox: sandbox.clone(),
+                seed: *seed,
+            })
+        }
         _ => None,
     })
 }

@@ -1,33 +1,6 @@
 //! The three agent drivers, driven for real: shell scripts as `cmd:` agents, a fake
 //! OpenAI-compatible server on 127.0.0.1 for `openai:`, and simulated journals for `evolve`.
 //!
-//! `ar` is a binary crate, so the modules under test are compiled into this test crate by
-//! path (the agent code needs `journal`, `git` and `run` beside it, and `run` its `sandbox`
-//! and `excerpt`).
-
-#[allow(dead_code)]
-#[path = "../src/journal.rs"]
-mod journal;
-
-#[allow(dead_code)]
-#[path = "../src/git.rs"]
-mod git;
-
-#[allow(dead_code)]
-#[path = "../src/run.rs"]
-mod run;
-
-#[allow(dead_code)]
-#[path = "../src/sandbox.rs"]
-mod sandbox;
-
-#[allow(dead_code)]
-#[path = "../src/excerpt.rs"]
-mod excerpt;
-
-#[allow(dead_code)]
-#[path = "../src/agent/mod.rs"]
-mod agent;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use agent::evolve::{self, DimKind, Evolve, P};
-use agent::hyperparams::{self, Value};
-use agent::openai::{BuildCheck, CargoCheck, OpenAiAgent};
-use agent::{Agent, AgentOptions, Outcome, TRAIN_FILE, Turn, parse_agent};
-use journal::{Decision, Event, Status};
+use ar::agent::evolve::{self, DimKind, Evolve, P};
+use ar::agent::hyperparams::{self, Value};
+use ar::agent::openai::{BuildCheck, CargoCheck, OpenAiAgent};
+use ar::agent::{Agent, AgentOptions, Outcome, TRAIN_FILE, Turn, parse_agent};
+use ar::journal::{Decision, Event, Status};
 
 const TRAIN: &str = include_str!("../../train/src/main.rs");
 

@@ -60,7 +60,7 @@ pub trait Agent {
 /// How the built-in agent checks that its edit compiles before `ar` spends a run on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CheckMode {
-    /// `cargo build --release -p train --bin train` (via `run::build`): the binary the
+    /// `cargo build --release -p train --bin train` (via `exec::build::build`): the binary the
     /// supervisor builds next, so the check costs nothing extra when it passes.
     #[default]
     Build,

@@ -16,7 +16,7 @@ use clap::{Args, Subcommand};
 use prepare::profile::{DEFAULT_PROFILE, Profile};
 use serde_json::Value;
 
-use crate::run::{BuildSpec, build, find_repo};
+use crate::exec::build::{BuildSpec, build, find_repo};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

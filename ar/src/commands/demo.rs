@@ -15,7 +15,7 @@ use prepare::profile::DEMO;
 use super::loop_cmd::{LoopArgs, run_loop};
 use super::session_args::SessionArgs;
 use crate::git::Git;
-use crate::run::find_repo;
+use crate::exec::build::find_repo;
 use crate::ui::Bars;
 
 #[derive(Debug, Args)]
@@ -70,6 +70,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             remeasure_every: 5,
             timeout: None,
             features: Vec::new(),
+            budget: None,
+            scoring: None,
         },
     };
     let result = run_loop(&repo, &loop_args);

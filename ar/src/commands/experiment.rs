@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::session_args::SessionArgs;
 use crate::journal::Status;
-use crate::run::find_repo;
+use crate::exec::build::find_repo;
 use crate::session::{Open, Session};
 
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ use super::session_args::SessionArgs;
 use crate::agent::{AgentOptions, Outcome as AgentOutcome, Turn, parse_agent};
 use crate::git::TRAIN_FILE;
 use crate::journal::{Event, Status, now};
-use crate::run::find_repo;
+use crate::exec::build::find_repo;
 use crate::session::{Open, Session};
 
 /// Agent turns in a row without a usable change before the loop gives up.

@@ -205,5 +205,5 @@ pub fn session_root(repo: Option<&Path>) -> Result<PathBuf> {
     if let Some(found) = cwd.ancestors().find(|d| d.join(SESSIONS_DIR).is_dir()) {
         return Ok(found.to_path_buf());
     }
-    Ok(crate::run::find_repo(&cwd).unwrap_or(cwd))
+    Ok(crate::exec::build::find_repo(&cwd).unwrap_or(cwd))
 }

@@ -40,6 +40,13 @@ pub struct SessionArgs {
     /// Cargo features of the train crate (cuda, wgpu).
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
+    /// Budget of a new session: time:<seconds>s (the profile's default), tokens:<n> (the same
+    /// result on a busy machine) or flops:<x>. Fixed for the whole session.
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Scoring variant of a new session: full or audited (default: the profile's).
+    #[arg(long)]
+    pub scoring: Option<String>,
 }
 
 impl SessionArgs {
@@ -65,6 +72,8 @@ impl SessionArgs {
             timeout: self.timeout.map(Duration::from_secs),
             features: self.features.clone(),
             agent: agent.to_string(),
+            budget: self.budget.as_deref().map(prepare::Budget::parse).transpose()?,
+            scoring: self.scoring.as_deref().map(prepare::profile::Scoring::parse).transpose()?,
         })
     }
 }

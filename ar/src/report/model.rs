@@ -289,7 +289,7 @@ impl Model {
                         m.rows[i].commit = Some(commit.clone());
                     }
                 }
-                Event::Finished { id, time, crash, record, excerpt, timings } => {
+                Event::Finished { id, time, crash, record, excerpt, timings, .. } => {
                     let Some(&i) = index.get(id) else { continue };
                     let row = &mut m.rows[i];
                     row.finished = Some(*time);

@@ -1,0 +1,189 @@
+//! Building the train program: `cargo build --release --locked -p train`, the first
+//! compiler error for the agent, and the check that the binary was built from the train
+//! file `ar` committed.
+//!
+//! `ar` never imports the train code: it builds the `train` crate with cargo and runs the
+//! binary as a child process (`exec::job`), the way the original runs `uv run train.py`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::git::TRAIN_FILE;
+
+/// Walks up from `start` to the repository root: the directory holding `Cargo.toml` and
+/// `train/src/main.rs`.
+pub fn find_repo(start: &Path) -> Result<PathBuf> {
+    let start = std::fs::canonicalize(start).with_context(|| format!("{}", start.display()))?;
+    for dir in start.ancestors() {
+        if dir.join("Cargo.toml").is_file() && dir.join("train").join("src").join("main.rs").is_file() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "{} is not inside an autoresearch-rs checkout (no Cargo.toml with train/src/main.rs above it); \
+         run ar from the repository or pass --repo",
+        start.display()
+    )
+}
+
+/// The target directory cargo uses for `repo` (`CARGO_TARGET_DIR` wins).
+pub fn target_dir(repo: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"))
+}
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildSpec {
+    /// Binary of the train crate: "train" or "bench".
+    pub bin: String,
+    /// Cargo features of the train crate, e.g. "cuda".
+    pub features: Vec<String>,
+}
+
+/// The outcome of a build.
+#[derive(Debug)]
+pub struct Built {
+    pub binary: PathBuf,
+    pub seconds: f64,
+    /// sha256 of the train file in the working tree when it was built.
+    pub train_sha256: String,
+    /// Whether the binary carries that digest as its stamp (false: cargo reused a stale
+    /// build-script output even after a forced rebuild; the binary's provenance is unknown).
+    pub stamped: bool,
+}
+
+/// A failed build: the compiler's first error, trimmed, and the full log.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub first_error: String,
+    pub log: String,
+}
+
+/// Builds one binary of the train crate in release, `--locked`. Output is captured; on
+/// failure the first compiler error is extracted for the agent. The binary is checked to
+/// carry the stamp of the train file in the working tree (see [`embeds_train_sha`]).
+pub fn build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Built, BuildFailure>> {
+    let started = std::time::Instant::now();
+    let train_file = repo.join(TRAIN_FILE);
+    let expected = prepare::manifest::sha256_hex(
+        &std::fs::read(&train_file).with_context(|| format!("cannot read {}", train_file.display()))?,
+    );
+    // A failed build has no binary to check: nothing to redo.
+    let check = |built: &std::result::Result<PathBuf, BuildFailure>| match built {
+        Ok(binary) => embeds_train_sha(binary, &expected),
+        Err(_) => Ok(true),
+    };
+    let mut built = cargo_build(repo, spec)?;
+    let mut stamped = check(&built)?;
+    if !stamped {
+        // cargo decides whether the train crate's build script (which stamps the digest)
+        // must run again by comparing mtimes; another checkout sharing this target
+        // directory can leave a newer output of it behind, which cargo then takes as
+        // fresh. A train file newer than any output makes it run again.
+        touch(&train_file)?;
+        built = cargo_build(repo, spec)?;
+        stamped = check(&built)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(built.map(|binary| Built { binary, seconds, train_sha256: expected, stamped }))
+}
+
+/// One `cargo build` of `spec`'s binary; the path of the binary it made.
+fn cargo_build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<PathBuf, BuildFailure>> {
+    // Another checkout sharing this target directory may have overwritten the uplifted
+    // binary, and cargo does not restore it when the unit itself is fresh; removing it
+    // first makes cargo link the right one back.
+    let binary = target_dir(repo).join("release").join(&spec.bin);
+    let _ = std::fs::remove_file(&binary);
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(repo)
+        .args(["build", "--release", "--locked", "--message-format=short", "-p", "train", "--bin", &spec.bin])
+        .stdin(Stdio::null());
+    if !spec.features.is_empty() {
+        cmd.args(["--features", &spec.features.join(",")]);
+    }
+    let out = cmd.output().context("cannot run cargo: is the Rust toolchain installed?")?;
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Ok(Err(BuildFailure { first_error: first_error(&log), log }));
+    }
+    if !binary.is_file() {
+        bail!("cargo reported success but {} does not exist", binary.display());
+    }
+    Ok(Ok(binary))
+}
+
+/// Sets a file's modification time to now (cargo's freshness checks compare mtimes).
+fn touch(path: &Path) -> Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .with_context(|| format!("cannot update the modification time of {}", path.display()))
+}
+
+/// True when `binary` was built from a train file with this sha256: the train crate's
+/// build script makes the digest the binary's GNU build-id (Linux). Elsewhere there is no
+/// stamp to check and this answers true.
+pub fn embeds_train_sha(binary: &Path, sha256: &str) -> Result<bool> {
+    if !cfg!(target_os = "linux") {
+        return Ok(true);
+    }
+    let raw: Vec<u8> = (0..sha256.len() / 2)
+        .filter_map(|i| u8::from_str_radix(sha256.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    if raw.len() != 32 {
+        return Ok(false);
+    }
+    let bytes = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    Ok(bytes.windows(32).any(|w| w == raw.as_slice()))
+}
+
+/// The first `error` block of a cargo log, at most 12 lines.
+pub fn first_error(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    // `--message-format=short` puts the location first (`path:line:col: error[E..]: ..`);
+    // the long format opens with `error[E..]` and gives the location on the next lines.
+    // cargo's own summary (`error: could not compile ..`) is never the interesting one.
+    let is_error = |l: &str| {
+        let l = l.trim_start();
+        (l.starts_with("error") || l.contains(": error")) && !l.starts_with("error: could not compile")
+    };
+    let Some(start) = lines.iter().position(|l| is_error(l)) else {
+        return lines.iter().rev().take(12).rev().cloned().collect::<Vec<_>>().join("\n");
+    };
+    let mut out = vec![lines[start]];
+    for l in &lines[start + 1..] {
+        let next_diagnostic = is_error(l) || l.starts_with("warning") || l.contains(": warning");
+        if next_diagnostic || l.starts_with("error: could not compile") || out.len() >= 12 {
+            break;
+        }
+        out.push(l);
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_first_error_is_the_first_error_block() {
+        let log = "   Compiling train\nwarning: unused\nerror[E0425]: cannot find value `x`\n --> train/src/main.rs:3:5\n  |\nerror: aborting\n";
+        let e = first_error(log);
+        assert!(e.starts_with("error[E0425]") && e.contains("main.rs:3:5") && !e.contains("aborting"), "{e}");
+    }
+
+    #[test]
+    fn test_first_error_in_the_short_format_names_the_location() {
+        let log = "   Compiling train v0.1.0\ntrain/src/main.rs:9:1: warning: unused import\n\
+                   train/src/main.rs:40:33: error: expected expression, found `;`\n\
+                   train/src/main.rs:41:2: error[E0308]: mismatched types\n\
+                   error: could not compile `train` (bin \"train\") due to 2 previous errors\n";
+        let e = first_error(log);
+        assert_eq!(e, "train/src/main.rs:40:33: error: expected expression, found `;`");
+    }
+}
+
