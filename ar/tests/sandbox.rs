@@ -10,7 +10,7 @@
 
 #![cfg(target_os = "linux")]
 
-#[path = "../src/sandbox.rs"]
+#[path = "../src/sandbox/mod.rs"]
 #[allow(dead_code)]
 mod sandbox;
 
