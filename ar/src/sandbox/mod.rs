@@ -33,6 +33,12 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+mod env;
+
+// Until the supervisor clears the child's environment with it, the binary does not use it.
+#[allow(unused_imports)]
+pub use env::child_env;
+
 /// What the child may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
