@@ -1,6 +1,11 @@
 //! Landlock, the filesystem half of the sandbox (Documentation/userspace-api/landlock.rst;
 //! ABI 1 = Linux 5.13): builds, in the parent, the ruleset the child enters between fork and
-//! exec.
+//! exec. Writes are always confined; reads and execution when the policy says so; TCP and
+//! abstract unix sockets (without network) and signals where the ABI has them.
+//!
+//! Landlock only ever allows: a right the ruleset handles is denied everywhere no rule
+//! grants it, and rules attach to inodes (a rule on a directory covers everything beneath
+//! it, however the path is spelled, symlinks resolved).
 
 use std::fs::File;
 use std::io;
@@ -8,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::Policy;
+use super::{Policy, ReadAccess};
 
 const CREATE_RULESET_VERSION: u32 = 1 << 0;
 const RULE_PATH_BENEATH: libc::c_int = 1;
@@ -16,6 +21,7 @@ const RULE_PATH_BENEATH: libc::c_int = 1;
 const FS_EXECUTE: u64 = 1 << 0;
 const FS_WRITE_FILE: u64 = 1 << 1;
 const FS_READ_FILE: u64 = 1 << 2;
+const FS_READ_DIR: u64 = 1 << 3;
 const FS_REMOVE_DIR: u64 = 1 << 4;
 const FS_REMOVE_FILE: u64 = 1 << 5;
 const FS_MAKE_CHAR: u64 = 1 << 6;
@@ -59,8 +65,11 @@ struct PathBeneathAttr {
     parent_fd: i32,
 }
 
-/// The write rights an ABI can confine. Reading and executing are left unhandled,
-/// which is how landlock says "allowed everywhere".
+/// Reading a file, listing a directory, executing: all ABI 1. Handled only when the policy
+/// confines reads; left unhandled, landlock allows them everywhere.
+const READ_RIGHTS: u64 = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR;
+
+/// The write rights an ABI can confine; [`READ_RIGHTS`] join them when reads are confined.
 fn write_rights(abi: u32) -> u64 {
     let mut rights = FS_WRITE_FILE
         | FS_REMOVE_DIR
@@ -108,31 +117,128 @@ pub fn abi() -> Result<u32, String> {
 }
 
 /// Device nodes the child may open for writing (only writing: no truncating, no
-/// creating). `/dev/null` and `/dev/zero` because every shell redirects to them and
-/// some allocators map `/dev/zero`; GPU nodes because CUDA, ROCm and DRM open them
-/// read-write. Not `/dev/tty` or `/dev/pts`: output goes through the inherited stdout
-/// and stderr, and the user's other terminals are none of the child's business.
+/// creating), and read when reads are confined. `/dev/null` and `/dev/zero` because every
+/// shell redirects to them and some allocators map `/dev/zero`; GPU nodes because CUDA,
+/// ROCm and DRM open them read-write (and list `/dev/dri`). Not `/dev/tty` or `/dev/pts`:
+/// output goes through the inherited stdout and stderr, and the user's other terminals are
+/// none of the child's business.
 fn device_paths() -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = ["/dev/null", "/dev/zero", "/dev/dri", "/dev/kfd", "/dev/accel"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-    if let Ok(entries) = std::fs::read_dir("/dev") {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("nvidia") {
-                paths.push(entry.path());
-            }
-        }
-    }
+    let mut paths: Vec<PathBuf> =
+        ["/dev/null", "/dev/zero", "/dev/dri", "/dev/kfd", "/dev/accel"].iter().map(PathBuf::from).collect();
+    paths.extend(entries_starting_with("/dev", "nvidia"));
     paths.sort();
     paths
 }
 
-/// Builds the ruleset for `policy` at `abi` (capped at what we know). Returns the
-/// ruleset fd (close-on-exec, as landlock always makes it) and a description.
-pub fn ruleset(abi: u32, policy: &Policy) -> Result<(OwnedFd, String), String> {
+/// Devices that are read, never written: entropy for libraries that do not use getrandom(2),
+/// and `/dev/full` for the odd test of write errors.
+const READ_ONLY_DEVICES: [&str; 3] = ["/dev/full", "/dev/random", "/dev/urandom"];
+
+/// The directories [`ReadAccess::Only`] adds by itself; see its documentation for why each.
+/// Not `/dev`: only the nodes of [`device_paths`] and [`READ_ONLY_DEVICES`]. Not `/proc` as
+/// a whole: see [`proc_rules`].
+fn system_read_paths() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> =
+        ["/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/etc", "/sys", "/opt"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+    paths.extend(entries_starting_with("/run", "nvidia"));
+    paths
+}
+
+fn entries_starting_with(dir: &str, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+        .map(|entry| entry.path())
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// `/proc` when reads are confined: every entry but the process directories, so the child
+/// cannot read `/proc/<pid>/environ` (API keys), `cmdline` or `maps` of `ar`, the agent or the
+/// user's shell. Landlock's own ptrace check does not cover this: on Linux 6.18 it refuses
+/// `/proc/<pid>/mem` of a process outside the sandbox but lets `environ` through.
+///
+/// The child's own directory is added by the child itself ([`allow_proc_self`]), once it
+/// has a pid. `self` and `thread-self` are symlinks and get no rule; they resolve to it.
+/// Returns how many rules were added, or why `/proc` could not be listed (then nothing in
+/// it is readable but the child's own directory: fail closed).
+fn proc_rules(ruleset: &OwnedFd) -> Result<usize, String> {
+    let entries = std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?;
+    let mut rules = 0;
+    for entry in entries.flatten() {
+        if is_pid(&entry.file_name()) || entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            continue;
+        }
+        if add_rule(ruleset, &entry.path(), READ_RIGHTS).is_ok() {
+            rules += 1;
+        }
+    }
+    Ok(rules)
+}
+
+/// Whether a `/proc` entry is a process directory.
+fn is_pid(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// In the forked child, before [`restrict_self`]: lets the child read its own `/proc/<pid>`
+/// (its maps, status, cgroup: std, rayon and allocators read them). Processes it starts
+/// later have other pids and cannot read theirs; none of the training stack needs that.
+///
+/// The rule lands in the ruleset the parent built (the fd is shared), so a `Command`
+/// spawned twice also grants the earlier child's directory, which dies with that child.
+pub fn allow_proc_self(ruleset: libc::c_int) -> io::Result<()> {
+    // SAFETY: a NUL-terminated static path and integer flags; the fd is closed below.
+    let fd =
+        unsafe { libc::open(c"/proc/self".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attr = PathBeneathAttr { allowed_access: READ_RIGHTS, parent_fd: fd };
+    // SAFETY: both fds are open and `attr` is a live packed PathBeneathAttr on our stack.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: we opened this fd above and nothing else holds it.
+    unsafe { libc::close(fd) };
+    if rc != 0 { Err(err) } else { Ok(()) }
+}
+
+/// A ruleset built for a policy, and what it enforces.
+pub struct Built {
+    /// Close-on-exec, as landlock always makes it.
+    pub fd: OwnedFd,
+    /// The ABI it was built at: the kernel's, capped at [`KNOWN_ABI`].
+    pub abi: u32,
+    /// What is writable, for the report.
+    pub writes: String,
+    /// What is readable, or `None` when reading is allowed everywhere.
+    pub reads: Option<String>,
+    /// Whether the child must add its own `/proc/<pid>` ([`allow_proc_self`]): reads are
+    /// confined.
+    pub proc_self: bool,
+}
+
+/// Builds the ruleset for `policy` at `abi` (capped at what we know).
+pub fn ruleset(abi: u32, policy: &Policy) -> Result<Built, String> {
     let abi = abi.min(KNOWN_ABI);
-    let handled_fs = write_rights(abi);
+    let confine_reads = policy.read != ReadAccess::Everywhere;
+    let mut handled_fs = write_rights(abi);
+    if confine_reads {
+        handled_fs |= READ_RIGHTS;
+    }
     let mut attr = RulesetAttr { handled_access_fs: handled_fs, handled_access_net: 0, scoped: 0 };
     if abi >= 4 && !policy.network {
         attr.handled_access_net = NET_BIND_TCP | NET_CONNECT_TCP;
@@ -167,32 +273,175 @@ pub fn ruleset(abi: u32, policy: &Policy) -> Result<(OwnedFd, String), String> {
             Err(e) => skipped.push(format!("{}: {e}", path.display())),
         }
     }
+    let device_rights =
+        if confine_reads { FS_WRITE_FILE | FS_READ_FILE | FS_READ_DIR } else { FS_WRITE_FILE };
     let mut devices = Vec::new();
     for path in device_paths() {
         // Absent devices are the norm (no GPU): not worth a word.
-        if add_rule(&ruleset, &path, FS_WRITE_FILE).is_ok() {
+        if add_rule(&ruleset, &path, device_rights).is_ok() {
             devices.push(path.display().to_string());
         }
     }
 
-    let mut how = format!("landlock ABI {abi}; writable: {}", granted.join(", "));
+    let mut writes = format!("landlock ABI {abi}; writable: {}", granted.join(", "));
     if granted.is_empty() {
-        how.push_str("nothing");
+        writes.push_str("nothing");
     }
-    how.push_str(&format!("; write-only: {}", devices.join(", ")));
+    writes.push_str(&format!("; devices: {}", devices.join(", ")));
     if !skipped.is_empty() {
-        how.push_str(&format!("; NOT writable (skipped): {}", skipped.join(", ")));
+        writes.push_str(&format!("; NOT writable (skipped): {}", skipped.join(", ")));
     }
     if abi < 2 {
-        how.push_str("; ABI 1 denies every rename or link across directories");
+        writes.push_str("; ABI 1 denies every rename or link across directories");
     }
     if abi < 3 {
-        how.push_str("; truncate(2) is not confined before ABI 3");
+        writes.push_str("; truncate(2) is not confined before ABI 3");
     }
     if abi >= 6 {
-        how.push_str("; signals scoped");
+        writes.push_str("; signals scoped");
     }
-    Ok((ruleset, how))
+
+    let reads = match &policy.read {
+        ReadAccess::Everywhere => None,
+        ReadAccess::Only(paths) => Some(read_only_beneath(&ruleset, abi, paths)),
+        ReadAccess::Except(paths) => Some(read_all_except(&ruleset, abi, paths)),
+    };
+    // Without a /proc (some containers) there is no own directory to add, and the child
+    // must not fail trying.
+    let proc_self = confine_reads && Path::new("/proc/self").is_dir();
+    Ok(Built { fd: ruleset, abi, writes, reads, proc_self })
+}
+
+/// [`ReadAccess::Only`]: a read rule per listed path, per system path, per device.
+fn read_only_beneath(ruleset: &OwnedFd, abi: u32, paths: &[PathBuf]) -> String {
+    let mut granted = Vec::new();
+    let mut skipped = Vec::new();
+    for path in paths {
+        match add_rule(ruleset, path, READ_RIGHTS) {
+            Ok(()) => granted.push(path.display().to_string()),
+            Err(e) => skipped.push(format!("{}: {e}", path.display())),
+        }
+    }
+    // A system path this machine lacks (/lib32, /opt) is normal: not worth a word.
+    let system: Vec<String> = system_read_paths()
+        .into_iter()
+        .filter(|path| add_rule(ruleset, path, READ_RIGHTS).is_ok())
+        .map(|path| path.display().to_string())
+        .collect();
+    for device in READ_ONLY_DEVICES {
+        let _ = add_rule(ruleset, Path::new(device), FS_READ_FILE);
+    }
+    let mut how = format!(
+        "landlock ABI {abi}: read and execute only beneath {}, the writable paths, the devices, \
+         the system set ({}) and {}",
+        if granted.is_empty() { "nothing".to_string() } else { granted.join(", ") },
+        system.join(", "),
+        describe_proc(proc_rules(ruleset)),
+    );
+    if !skipped.is_empty() {
+        how.push_str(&format!("; NOT readable (skipped): {}", skipped.join(", ")));
+    }
+    how
+}
+
+fn describe_proc(rules: Result<usize, String>) -> String {
+    match rules {
+        Ok(_) => "/proc but other processes' directories".to_string(),
+        Err(e) => format!("only the child's own /proc directory (could not list {e})"),
+    }
+}
+
+/// [`ReadAccess::Except`]: read rules on everything but the denied paths, found by walking
+/// from `/` down to each of them. Symlinks get no rule: a rule on one would land on its
+/// target, which may sit inside a denied path, and every target is covered where it lives.
+fn read_all_except(ruleset: &OwnedFd, abi: u32, paths: &[PathBuf]) -> String {
+    let mut denied = Vec::new();
+    let mut skipped = Vec::new();
+    for path in paths {
+        match std::fs::canonicalize(path) {
+            Ok(canonical) => denied.push(canonical),
+            Err(e) => skipped.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let mut walk =
+        Walk { ruleset, denied: &denied, rules: 0, split: Vec::new(), failed: Vec::new(), proc: None };
+    walk.visit(Path::new("/"));
+    let mut how = format!(
+        "landlock ABI {abi}: read and execute everywhere except {} and other processes' /proc \
+         directories ({} rules); entries created later in {} are not readable, and those \
+         directories cannot be listed",
+        if denied.is_empty() {
+            "nothing".to_string()
+        } else {
+            denied.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        },
+        walk.rules,
+        walk.split.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    );
+    if !skipped.is_empty() {
+        how.push_str(&format!("; nothing to deny (skipped): {}", skipped.join(", ")));
+    }
+    if !walk.failed.is_empty() {
+        how.push_str(&format!("; NOT readable (no rule): {}", walk.failed.join(", ")));
+    }
+    if let Some(Err(e)) = walk.proc {
+        how.push_str(&format!("; {}", describe_proc(Err(e))));
+    }
+    how
+}
+
+/// The walk of [`read_all_except`].
+struct Walk<'a> {
+    ruleset: &'a OwnedFd,
+    denied: &'a [PathBuf],
+    rules: usize,
+    /// Directories on the way to a denied path: listed, not granted.
+    split: Vec<PathBuf>,
+    /// What could not be listed or granted, so stays unreadable (fail closed).
+    failed: Vec<String>,
+    /// `/proc`, handled by [`proc_rules`] when the walk meets it.
+    proc: Option<Result<usize, String>>,
+}
+
+impl Walk<'_> {
+    /// `path` is canonical: `/`, or an entry of a split directory that is not a symlink.
+    fn visit(&mut self, path: &Path) {
+        if self.denied.iter().any(|denied| denied == path) {
+            return;
+        }
+        let proc = Path::new("/proc");
+        let leads_to_denied = self.denied.iter().any(|denied| denied.starts_with(path));
+        if path == proc && !leads_to_denied {
+            let rules = proc_rules(self.ruleset);
+            self.rules += rules.as_ref().copied().unwrap_or(0);
+            self.proc = Some(rules);
+            return;
+        }
+        // `/` always leads to `/proc`, which is never granted whole.
+        if !leads_to_denied && !proc.starts_with(path) {
+            match add_rule(self.ruleset, path, READ_RIGHTS) {
+                Ok(()) => self.rules += 1,
+                // Gone since it was listed: nothing left to read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => self.failed.push(format!("{}: {e}", path.display())),
+            }
+            return;
+        }
+        self.split.push(path.to_path_buf());
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.failed.push(format!("everything in {}: {e}", path.display()));
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let other_process = path == proc && is_pid(&entry.file_name());
+            if !other_process && entry.file_type().is_ok_and(|t| !t.is_symlink()) {
+                self.visit(&entry.path());
+            }
+        }
+    }
 }
 
 /// Allows `rights` beneath `path` (only the file rights if `path` is not a directory).
