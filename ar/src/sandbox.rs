@@ -4,13 +4,13 @@
 //!
 //! The train program is written by an agent, so `ar` runs it as untrusted code. On Linux,
 //! [`apply`] arms a [`Command`] so that, between fork and exec, the child locks itself in:
-//! - **writes** (landlock, `landlock.rs`): writing, creating, removing, renaming, linking and
+//! - **writes** (landlock, `sandbox/landlock.rs`): writing, creating, removing, renaming, linking and
 //!   truncating are allowed only beneath [`Policy::writable`] (plus writing to `/dev/null`,
 //!   `/dev/zero` and GPU device nodes);
 //! - **reads** (landlock): reading and executing everywhere, only beneath an allowlist plus
 //!   the system directories a program needs to start, or everywhere but a denylist
 //!   ([`ReadAccess`]);
-//! - **network** (seccomp, `seccomp.rs`): `socket()` fails with EACCES for every address
+//! - **network** (seccomp, `sandbox/seccomp.rs`): `socket()` fails with EACCES for every address
 //!   family, AF_UNIX included, so local daemons with a socket path (the systemd user bus,
 //!   docker.sock, X11) are out of reach; `socketpair(AF_UNIX)` still works. io_uring, which
 //!   could issue socket operations behind the filter's back, fails with ENOSYS. Where
@@ -20,7 +20,7 @@
 //!   and `chattr` calls fail with EPERM (landlock does not cover metadata);
 //! - landlock also scopes signals (ABI 6), so the child cannot kill `ar` or the user's
 //!   processes, and, being a landlock domain, it cannot ptrace them;
-//! - **environment** (`env.rs`, applied by the caller): [`child_env`] is the allowlist of
+//! - **environment** (`sandbox/env.rs`, applied by the caller): [`child_env`] is the allowlist of
 //!   `ar`'s variables the child may see; API keys and session-bus addresses are not on it.
 //!   The other way to them, `/proc/<pid>/environ` of `ar` or the user's shell, is closed only
 //!   when reads are confined ([`ReadAccess::Only`] or [`ReadAccess::Except`] hide other
@@ -48,10 +48,15 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+// Explicit paths: tests/sandbox.rs and tests/agents.rs include this file with `#[path]`,
+// and a path-included file looks for its children beside it, not in `sandbox/`.
+#[path = "sandbox/env.rs"]
 mod env;
 #[cfg(target_os = "linux")]
+#[path = "sandbox/landlock.rs"]
 mod landlock;
 #[cfg(target_os = "linux")]
+#[path = "sandbox/seccomp.rs"]
 mod seccomp;
 
 // Until the supervisor clears the child's environment with it, the binary does not use it.

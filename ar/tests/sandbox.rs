@@ -12,7 +12,7 @@
 
 #![cfg(target_os = "linux")]
 
-#[path = "../src/sandbox/mod.rs"]
+#[path = "../src/sandbox.rs"]
 #[allow(dead_code)]
 mod sandbox;
 
