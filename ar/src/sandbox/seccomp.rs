@@ -84,6 +84,7 @@ const SYS_FILE_SETATTR: u32 = 469; // Linux 6.17: the fsxattr flags (immutable, 
 ///
 /// x86_64 still has the pre-`*at` calls; aarch64 was born without them.
 fn process_syscalls() -> Vec<u32> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut nrs = vec![
         libc::SYS_setsid,
         libc::SYS_setpgid,
