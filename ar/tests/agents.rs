@@ -573,7 +573,7 @@ fn started(id: u64, parent: &str) -> Event {
     Event::Started {
         id,
         time: 0.0,
-        kind: journal::RunKind::Candidate,
+        kind: ar::journal::RunKind::Candidate,
         parent: parent.to_string(),
         description: String::new(),
         hypothesis: None,

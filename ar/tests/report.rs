@@ -193,6 +193,11 @@ impl Sim {
             excerpt: crash.map(|c| format!("error: {} (last lines of the program's output)", c.name())),
             record,
             timings: Timings { agent, build, train, total: agent + build + train + 3.0 },
+            run: None,
+            reason: None,
+            leaked: Vec::new(),
+            sandbox: None,
+            seed: None,
         });
         val
     }
@@ -383,7 +388,7 @@ fn fixture_path(name: &str) -> PathBuf {
 }
 
 fn load(name: &str) -> Vec<Event> {
-    journal::read_events(&fixture_path(name)).unwrap()
+    ar::journal::read_events(&fixture_path(name)).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,7 +485,7 @@ fn test_fixtures_match_their_generator() {
         // Compared as text: the bytes the loop would have written.
         let on_disk = std::fs::read_to_string(&path).unwrap();
         assert!(on_disk == text, "{} is stale: rerun with AR_REGEN_FIXTURES=1", path.display());
-        assert_eq!(journal::read_events(&path).unwrap().len(), events.len());
+        assert_eq!(ar::journal::read_events(&path).unwrap().len(), events.len());
     }
 }
 
@@ -792,7 +797,7 @@ fn test_status_uses_live_json_only_while_its_process_lives() {
     let live = ar::report::status::Live {
         id: 36,
         phase: "train".into(),
-        since: journal::now() - 125.0,
+        since: ar::journal::now() - 125.0,
         description: "increase depth to 12".into(),
         progress_pct: Some(41.0),
         pid: Some(std::process::id()),

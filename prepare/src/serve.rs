@@ -120,12 +120,7 @@ impl Request {
 
     /// Opens the conversation: sends the hello with the most rows the model takes per query.
     pub fn into_server(self, max_rows: usize) -> Result<Server> {
-        let mut server = Server {
-            reader: BufReader::with_capacity(1 << 16, self.query),
-            writer: BufWriter::with_capacity(1 << 20, self.answer),
-        };
-        server.hello(max_rows)?;
-        Ok(server)
+        Server::over(self.query, self.answer, max_rows)
     }
 
     /// The honest loop: answers every query with the model's logits (or the log-probabilities
@@ -166,6 +161,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server reading queries from `query` and answering on `answer`; sends the hello.
+    pub fn over(query: File, answer: File, max_rows: usize) -> Result<Server> {
+        let mut server = Server {
+            reader: BufReader::with_capacity(1 << 16, query),
+            writer: BufWriter::with_capacity(1 << 20, answer),
+        };
+        server.hello(max_rows)?;
+        Ok(server)
+    }
+
     fn hello(&mut self, max_rows: usize) -> Result<()> {
         let mut b = Vec::with_capacity(16);
         b.extend_from_slice(HELLO_MAGIC);

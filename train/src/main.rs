@@ -251,7 +251,7 @@ impl Gpt {
     }
 
     /// Soft-capped logits [B, T, vocab] for evaluation.
-    fn eval_logits(&self, idx: Tensor<2, Int>) -> Tensor<3> {
+    pub(crate) fn eval_logits(&self, idx: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = idx.dims();
         let logits = self.forward(idx);
         logits.div_scalar(SOFTCAP).tanh().mul_scalar(SOFTCAP).reshape([b, t, self.config.vocab_size])
@@ -310,7 +310,7 @@ impl Gpt {
     }
 
     /// The model of a checkpoint, on `device`, without autodiff (for serving logits).
-    fn from_checkpoint(ck: &Checkpoint, device: &Device) -> prepare::Result<Gpt> {
+    pub(crate) fn from_checkpoint(ck: &Checkpoint, device: &Device) -> prepare::Result<Gpt> {
         let pattern: String = ck.get("window_pattern")?;
         let config = GptConfig {
             sequence_len: ck.get("sequence_len")?,

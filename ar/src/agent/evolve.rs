@@ -67,8 +67,6 @@ const N_CANDIDATES: usize = 64;
 const SAMPLES_PER_DIM: usize = 24;
 /// Weight of the prior component in each density (one observation's worth).
 const PRIOR_WEIGHT: f64 = 1.0;
-/// Most dials changed in one proposal.
-const MAX_CHANGES: usize = 3;
 /// Every dimension's share of attention, as a fraction of the most sensitive one's.
 const SENSITIVITY_FLOOR: f64 = 0.1;
 

@@ -170,6 +170,9 @@ impl Supervised {
             // SAFETY: `high` was just returned to us and is owned by nothing else.
             moved.push((target, unsafe { OwnedFd::from_raw_fd(high) }));
         }
+        // The sandbox's hook runs first (hooks run in the order they are added): it uses and
+        // closes its ruleset descriptor, which could sit at one of our target numbers.
+        let report = spec.policy.as_ref().map(|p| sandbox::apply(&mut cmd, p));
         let raw: Vec<(RawFd, RawFd)> = moved.iter().map(|(t, f)| (*t, f.as_raw_fd())).collect();
         // SAFETY: between fork and exec only async-signal-safe calls: prctl and dup2 on
         // descriptors that exist in the child (inherited from the parent).
@@ -184,7 +187,6 @@ impl Supervised {
                 Ok(())
             });
         }
-        let report = spec.policy.as_ref().map(|p| sandbox::apply(&mut cmd, p));
         let started = Instant::now();
         let child = cmd.spawn().with_context(|| format!("cannot start {}", spec.program.display()))?;
         drop(moved);

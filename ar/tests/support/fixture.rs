@@ -54,7 +54,6 @@ fn shrink(train: &str) -> String {
     for (from, to) in [
         ("const DEPTH: usize = 4;", "const DEPTH: usize = 2;"),
         ("const TOTAL_BATCH_SIZE: usize = 1 << 12;", "const TOTAL_BATCH_SIZE: usize = 1 << 10;"),
-        ("const WARMUP_STEPS: usize = 10;", "const WARMUP_STEPS: usize = 2;"),
     ] {
         assert!(s.contains(from), "the fixture expects `{from}` in {TRAIN_FILE}");
         s = s.replace(from, to);
