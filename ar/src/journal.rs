@@ -127,6 +127,25 @@ pub struct RuleConfig {
     pub remeasure_every: usize,
 }
 
+/// What a session fixes when it is created, so no later call can change it: the budget,
+/// the scoring variant, the sandbox, the hard timeout and the cache it scores on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSettings {
+    /// e.g. `time:300s`, `tokens:2000000`.
+    pub budget: String,
+    /// `full` or `audited`.
+    pub scoring: String,
+    /// false only for a session created with `--allow-unconfined`.
+    pub confined: bool,
+    /// Hard limit per run, seconds.
+    pub timeout_secs: f64,
+    /// sha256 of the cache manifest the rows come from.
+    pub manifest_sha256: String,
+    /// Cargo features of the train crate.
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
 /// Seconds spent per phase of one experiment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
@@ -175,6 +194,9 @@ pub enum Event {
         budget_secs: f64,
         rule: RuleConfig,
         resumed: bool,
+        /// What a session fixes when it is created (absent in journals written before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<SessionSettings>,
     },
     /// An experiment began: written before anything is committed.
     Started {

@@ -41,12 +41,28 @@ enum Command {
     Report(commands::report::ReportArgs),
     /// What is running now, the best so far, the last results (--watch to follow).
     Status(commands::status::StatusArgs),
+    /// Start an agent CLI confined (writes train/src only; no data, no journal) for the mode
+    /// where the agent drives `ar experiment` itself: `ar sandbox -- claude`.
+    Sandbox(commands::sandbox::SandboxArgs),
 }
 
 /// Exit code of a supervisor error (bad input, broken cache, I/O).
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    // Inside `ar sandbox`, the session's commands run outside the sandbox, through its broker.
+    if let Some(socket) = std::env::var_os(ar::agent::broker::BROKER_ENV) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.first().is_some_and(|a| ar::agent::broker::FORWARDED.contains(&a.as_str())) {
+            return match ar::agent::broker::forward(std::path::Path::new(&socket), &args) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            };
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Prepare(args) => commands::prepare::run(args).map(|()| ExitCode::SUCCESS),
@@ -57,6 +73,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => commands::report::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => commands::status::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Sandbox(args) => commands::sandbox::run(args),
     };
     match result {
         Ok(code) => code,

@@ -82,6 +82,8 @@ pub struct Options {
     pub budget: Option<prepare::Budget>,
     /// Force a scoring variant (None: the profile's).
     pub scoring: Option<prepare::profile::Scoring>,
+    /// Create the session even where the sandbox cannot be complete (journaled).
+    pub allow_unconfined: bool,
 }
 
 /// A session ready to take experiments.
@@ -225,17 +227,17 @@ impl Session {
         let lock = lock(&dir)?;
         let journal = Journal::open(&dir)?;
         let first = journal.events().iter().find_map(|e| match e {
-            Event::Session { base_commit, profile, rule, .. } => {
-                Some((base_commit.clone(), profile.clone(), rule.clone()))
+            Event::Session { base_commit, profile, rule, settings, .. } => {
+                Some((base_commit.clone(), profile.clone(), rule.clone(), settings.clone()))
             }
             _ => None,
         });
         let fixed_path = dir.join("fixed.json");
-        let (base_commit, profile, rule, fixed, resumed) = match first {
-            Some((base, profile_name, rule)) => {
+        let (base_commit, profile, rule, fixed, recorded) = match first {
+            Some((base, profile_name, rule, settings)) => {
                 let profile = Profile::by_name(&profile_name)?;
                 let fixed = FixedManifest::load(&fixed_path)?;
-                (base, profile, Rule::from_config(&rule), fixed, true)
+                (base, profile, Rule::from_config(&rule), fixed, Some(settings))
             }
             None => {
                 if how == Open::Resume {
@@ -243,16 +245,55 @@ impl Session {
                 }
                 let fixed = FixedManifest::capture(&git)?;
                 fixed.save(&fixed_path)?;
-                (git.head()?, opts.profile, opts.rule.clone(), fixed, false)
+                (git.head()?, opts.profile, opts.rule.clone(), fixed, None)
             }
         };
+        let resumed = recorded.is_some();
         // The data must be ready before anything is spent on a build.
         let cache = prepare::Cache::open(profile)?;
-        let manifest_sha256 = cache.manifest_sha256()?;
-        let budget = opts.budget.unwrap_or_else(|| profile.default_budget());
-        let scoring = opts.scoring.unwrap_or(profile.scoring);
-        let timeout =
-            opts.timeout.unwrap_or_else(|| Duration::from_secs_f64(profile.time_budget_secs * 2.0 + 60.0));
+        let manifest_now = cache.manifest_sha256()?;
+        let settings = match recorded.flatten() {
+            Some(fixed) => {
+                check_fixed_settings(&fixed, opts, &dir)?;
+                if fixed.manifest_sha256 != manifest_now {
+                    bail!(
+                        "the cache {} was re-prepared since this session started (its manifest changed): its rows \
+                         would not be the session's. Restore the original cache or start a new session",
+                        cache.root.display()
+                    );
+                }
+                fixed
+            }
+            None => {
+                let confined = sandbox_is_complete();
+                if let Err(gaps) = &confined {
+                    if !opts.allow_unconfined {
+                        bail!(
+                            "this kernel cannot confine the training runs ({}); ar will not run agent-written code \
+                             unconfined unless the session is created with --allow-unconfined (it is journaled)",
+                            gaps.join("; ")
+                        );
+                    }
+                    eprintln!("warning: session created with --allow-unconfined: {}", gaps.join("; "));
+                }
+                crate::journal::SessionSettings {
+                    budget: opts.budget.unwrap_or_else(|| profile.default_budget()).to_string(),
+                    scoring: opts.scoring.unwrap_or(profile.scoring).name().to_string(),
+                    confined: !opts.allow_unconfined,
+                    timeout_secs: opts
+                        .timeout
+                        .map_or(profile.time_budget_secs * 2.0 + 60.0 + profile.startup_allowance_secs, |t| {
+                            t.as_secs_f64()
+                        }),
+                    manifest_sha256: manifest_now.clone(),
+                    features: opts.features.clone(),
+                }
+            }
+        };
+        let budget = prepare::Budget::parse(&settings.budget)?;
+        let scoring = prepare::profile::Scoring::parse(&settings.scoring)?;
+        let timeout = Duration::from_secs_f64(settings.timeout_secs);
+        let manifest_sha256 = settings.manifest_sha256.clone();
         let mut session = Session {
             repo: repo.to_path_buf(),
             git,
@@ -265,10 +306,10 @@ impl Session {
             profile,
             base_commit: base_commit.clone(),
             timeout,
-            features: opts.features.clone(),
+            features: if resumed { settings.features.clone() } else { opts.features.clone() },
             live: LiveFile::new(&dir),
             stop: Arc::new(AtomicBool::new(false)),
-            sandbox: true,
+            sandbox: settings.confined,
             budget,
             scoring,
             manifest_sha256,
@@ -289,6 +330,7 @@ impl Session {
                 budget_secs: profile.time_budget_secs,
                 rule: rule.config(),
                 resumed,
+                settings: Some(settings),
             })?;
         }
         session.recover()?;
@@ -621,7 +663,15 @@ impl Session {
         self.live.phase(id, "train", &description);
         let seed_offset = self.state().measurements.get(commit).map_or(0, Vec::len) as u64;
         let dir = RunDir::create(&self.runs_dir(), id)?;
-        let spec = self.job_spec(id, &dir, built.binary.clone(), expected, seed_offset);
+        let binary = match cargo_build::stage(&built.binary, &dir.root, &expected) {
+            Ok(b) => b,
+            Err(e) => {
+                let mut outcome = RunOutcome::crashed(CrashClass::NoResult, format!("{e:#}"));
+                outcome.run = Some(dir.name());
+                return self.record_finished(id, outcome, timings);
+            }
+        };
+        let spec = self.job_spec(id, &dir, binary.clone(), expected, seed_offset);
         dir.write_spec(&spec)?;
         let stop = self.stop.clone();
         struct Live<'a> {
@@ -645,6 +695,8 @@ impl Session {
         let mut watch = Live { live: &mut self.live, id, description, polls: 0 };
         let result = job::run(&dir, &spec, &mut watch, &stop)?;
         dir.write_outcome(&result)?;
+        // The staged binary has done its work; the record keeps its train file's sha256.
+        let _ = std::fs::remove_file(&binary);
         let mut outcome = RunOutcome::from_job(&dir, result);
         self.check_seed(commit, &mut outcome);
         self.record_finished(id, outcome, timings)
@@ -652,9 +704,14 @@ impl Session {
 
     /// The job of one measurement.
     fn job_spec(&self, id: u64, dir: &RunDir, binary: PathBuf, train_sha256: String, seed_offset: u64) -> JobSpec {
-        let train_deadline = match self.budget {
-            prepare::Budget::Time { secs } => secs + self.profile.startup_allowance_secs,
-            _ => self.timeout.as_secs_f64(),
+        // Under a time budget ar times training itself: budget + the profile's start-up
+        // allowance, unless the session's hard timeout is shorter.
+        let timeout = self.timeout.as_secs_f64();
+        let (train_deadline, deadline_is_budget) = match self.budget {
+            prepare::Budget::Time { secs } if secs + self.profile.startup_allowance_secs <= timeout => {
+                (secs + self.profile.startup_allowance_secs, true)
+            }
+            _ => (timeout, false),
         };
         JobSpec {
             format: job::JOB_FORMAT,
@@ -674,8 +731,9 @@ impl Session {
             } else {
                 256
             },
-            train_deadline_secs: train_deadline.min(self.timeout.as_secs_f64().max(train_deadline)),
-            serve_deadline_secs: self.timeout.as_secs_f64(),
+            train_deadline_secs: train_deadline,
+            deadline_is_budget,
+            serve_deadline_secs: timeout,
             sandbox: self.sandbox,
             env: Vec::new(),
         }
@@ -942,6 +1000,57 @@ impl Session {
         Ok(out)
     }
 
+    /// If the working tree changed outside the train file, journals the turn as a rejected
+    /// experiment naming the paths, restores the tree and returns the outcome; else None.
+    pub fn reject_out_of_scope(&mut self, description: &str, agent_seconds: f64) -> Result<Option<Outcome>> {
+        let best = self.best_commit();
+        let Verdict::Rejected { offending } = guard::check(&self.git, &best, &self.fixed)? else {
+            return Ok(None);
+        };
+        let id = self.journal.next_id();
+        self.journal.append(Event::Started {
+            id,
+            time: now(),
+            kind: RunKind::Candidate,
+            parent: best.clone(),
+            description: description.to_string(),
+            hypothesis: None,
+            diff_sha256: String::new(),
+            rerun_of: None,
+        })?;
+        let reason = format!(
+            "rejected: only {TRAIN_FILE} may change; these paths changed too: {}. Nothing was committed and the \
+             working tree was restored.",
+            offending.join(", ")
+        );
+        let decision = Decision {
+            status: Status::Rejected,
+            reason: reason.clone(),
+            val_bpb: None,
+            best_before: self.state().best,
+            delta: None,
+            sigma: self.state().sigma(),
+            margin: None,
+            best_after: self.state().best,
+            best_commit: best,
+        };
+        self.journal.append(Event::Decided { id, time: now(), decision: decision.clone() })?;
+        let _ = agent_seconds;
+        self.restore_tree()?;
+        journal::write_tsv(&self.dir, self.journal.events())?;
+        Ok(Some(Outcome {
+            id,
+            status: Status::Rejected,
+            crash: Some(CrashClass::Rejected),
+            commit: None,
+            decision: Some(decision),
+            peak_mem_mb: None,
+            test_bpb: None,
+            reason,
+            excerpt: None,
+        }))
+    }
+
     /// Records an agent turn that produced no experiment, and restores the working tree.
     pub fn agent_turn_without_change(&mut self, outcome: &str, detail: &str, seconds: f64) -> Result<()> {
         self.journal.append(Event::Agent {
@@ -1036,6 +1145,51 @@ fn last_open_experiment(events: &[Event]) -> Option<Open_> {
         Some(outcome) => Open_::Undecided { id, kind, commit, outcome, rerun_of },
         None => Open_::Rerun { id, kind, commit, rerun_of },
     })
+}
+
+/// Whether this kernel can fully confine a training run: `Err` lists what is missing.
+pub fn sandbox_is_complete() -> std::result::Result<(), Vec<String>> {
+    let mut probe = std::process::Command::new("/bin/true");
+    let policy = crate::sandbox::Policy {
+        writable: vec![std::env::temp_dir()],
+        read: crate::sandbox::ReadAccess::Only(vec![std::env::temp_dir()]),
+        network: false,
+        confine_process: true,
+    };
+    let report = crate::sandbox::apply(&mut probe, &policy);
+    if report.complete() { Ok(()) } else { Err(report.gaps()) }
+}
+
+/// A later call may not change what the session fixed when it was created.
+fn check_fixed_settings(fixed: &crate::journal::SessionSettings, opts: &Options, dir: &Path) -> Result<()> {
+    let mut conflicts = Vec::new();
+    if let Some(t) = opts.timeout {
+        if (t.as_secs_f64() - fixed.timeout_secs).abs() > 0.5 {
+            conflicts.push(format!("--timeout {} (the session's is {:.0})", t.as_secs(), fixed.timeout_secs));
+        }
+    }
+    if opts.allow_unconfined && fixed.confined {
+        conflicts.push("--allow-unconfined (the session is confined)".to_string());
+    }
+    if let Some(b) = opts.budget {
+        if b.to_string() != fixed.budget {
+            conflicts.push(format!("--budget {b} (the session's is {})", fixed.budget));
+        }
+    }
+    if let Some(s) = opts.scoring {
+        if s.name() != fixed.scoring {
+            conflicts.push(format!("--scoring {} (the session's is {})", s.name(), fixed.scoring));
+        }
+    }
+    if !conflicts.is_empty() {
+        bail!(
+            "{}: these are fixed when a session is created and cannot change per call: {}. Start a new session \
+             (a new tag) to change them",
+            dir.display(),
+            conflicts.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn validate_tag(tag: &str) -> Result<()> {

@@ -135,12 +135,12 @@ fn test_the_training_child_cannot_write_outside_its_run_directory() {
     // The program tries to rewrite prepare/ and then trains normally.
     fx.edit_train(
         "fn main() {",
-        "fn main() {\n    let hit = std::fs::write(\"../../../../prepare/src/eval.rs\", \"pwned\").is_ok();\n    println!(\"tamper succeeded: {hit}\");",
+        "fn main() {\n    let hit = std::fs::write(\"../../../../../prepare/src/eval.rs\", \"pwned\").is_ok();\n    println!(\"tamper succeeded: {hit}\");",
     );
     let _ = experiment(&fx, "tamper");
     let eval = std::fs::read_to_string(fx.repo.join("prepare/src/eval.rs")).unwrap();
     assert!(!eval.contains("pwned"), "the sandbox kept prepare/ intact");
-    let log = std::fs::read_to_string(fx.repo.join(".autoresearch/sandbox/runs/0002/run.log")).unwrap();
+    let log = std::fs::read_to_string(fx.repo.join(".autoresearch/sandbox/runs/0002.1/train.log")).unwrap();
     assert!(log.contains("tamper succeeded: false"), "{log}");
 }
 

@@ -136,6 +136,7 @@ impl Sim {
             budget_secs: 300.0,
             rule,
             resumed,
+            settings: None,
         });
         self.t += 5.0;
     }

@@ -8,7 +8,9 @@
 //! - `openai:URL` — a minimal built-in coding agent over an OpenAI-compatible endpoint;
 //! - `evolve` — built in, no LLM: proposes values for the HYPERPARAMETERS consts.
 
+pub mod broker;
 pub mod command;
+pub mod confine;
 pub mod evolve;
 pub mod hyperparams;
 pub mod openai;
@@ -103,6 +105,8 @@ pub struct AgentOptions {
     pub log_dir: Option<PathBuf>,
     /// Echo a `cmd:` agent's output to stderr as it runs.
     pub echo: bool,
+    /// The sandbox a `cmd:` agent runs in (None: unconfined, only with --agent-unconfined).
+    pub confine: Option<confine::AgentConfinement>,
 }
 
 impl Default for AgentOptions {
@@ -121,6 +125,7 @@ impl Default for AgentOptions {
             max_seq_len: None,
             log_dir: None,
             echo: false,
+            confine: None,
         }
     }
 }

@@ -58,7 +58,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         agent_timeout: 600,
         agent_retries: 2,
         seed: 0,
-        no_sandbox: false,
+        agent_writable: Vec::new(),
+        agent_unconfined: false,
         repo: Some(repo.clone()),
         session: SessionArgs {
             profile: DEMO.name.into(),
@@ -72,6 +73,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             features: Vec::new(),
             budget: None,
             scoring: None,
+            allow_unconfined: false,
         },
     };
     let result = run_loop(&repo, &loop_args);

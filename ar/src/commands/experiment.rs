@@ -26,9 +26,6 @@ pub struct ExperimentArgs {
     /// The repository (default: the one containing the current directory).
     #[arg(long)]
     pub repo: Option<PathBuf>,
-    /// Run the training child without the sandbox (landlock + no network).
-    #[arg(long)]
-    pub no_sandbox: bool,
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -37,7 +34,6 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let repo = find_repo(&args.repo.unwrap_or_else(|| PathBuf::from(".")))?;
     let opts = args.session.options("external (ar experiment)")?;
     let mut session = Session::open(&repo, None, Open::Attach, &opts)?;
-    session.sandbox = !args.no_sandbox;
     crate::interrupt::install(session.stop.clone());
     let baseline_only =
         session.state().baselines_done == 0 && session.git.changed_since(&session.best_commit())?.is_empty();

@@ -55,9 +55,13 @@ pub struct LoopArgs {
     /// Seed of the evolve agent.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Run the training child without the sandbox (landlock + no network).
+    /// A directory (or file) a `cmd:` agent may write for its own state, e.g. ~/.claude
+    /// (repeatable). Besides these it may write only train/src/ and its own TMPDIR.
+    #[arg(long = "agent-writable")]
+    pub agent_writable: Vec<PathBuf>,
+    /// Run a `cmd:` agent with all of your rights (no landlock around it). Journaled.
     #[arg(long)]
-    pub no_sandbox: bool,
+    pub agent_unconfined: bool,
     /// The repository (default: the one containing the current directory).
     #[arg(long)]
     pub repo: Option<PathBuf>,
@@ -92,13 +96,23 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
         ..AgentOptions::default()
     };
     let mut agent = parse_agent(&args.agent, &agent_opts)?;
-    let opts = args.session.options(&agent.name())?;
+    let mut opts = args.session.options(&agent.name())?;
+    if args.agent.starts_with("cmd:") {
+        opts.agent = format!(
+            "{} ({})",
+            agent.name(),
+            if args.agent_unconfined { "unconfined" } else { "confined: writes train/src only" }
+        );
+    }
     let how = if args.resume { Open::Resume } else { Open::Create };
     let mut session = Session::open(repo, Some(&args.tag), how, &opts)?;
-    session.sandbox = !args.no_sandbox;
     crate::interrupt::install(session.stop.clone());
     agent_opts.max_seq_len = Some(session.profile.max_seq_len);
     agent_opts.log_dir = Some(session.dir.join("agent"));
+    if !args.agent_unconfined {
+        let extra: Vec<PathBuf> = args.agent_writable.iter().map(|p| crate::agent::confine::expand_home(p)).collect();
+        agent_opts.confine = Some(crate::agent::confine::AgentConfinement::for_repo(repo, &session.cache_root, &extra));
+    }
     agent = parse_agent(&args.agent, &agent_opts)?;
     println!(
         "Session {} on {} | profile {} | agent {} | journal {}",
@@ -155,6 +169,18 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
             if session.stop.load(Ordering::SeqCst) {
                 session.restore_tree()?;
                 break "interrupted (Ctrl-C)".into();
+            }
+            // Whatever the agent says it did, the tree is judged first: a change outside the
+            // train file is rejected, journaled with its paths and rolled back in this turn.
+            let description = match &outcome {
+                Ok(AgentOutcome::Changed { description, .. }) => description.clone(),
+                _ => "agent turn".to_string(),
+            };
+            if let Some(result) = session.reject_out_of_scope(&description, seconds)? {
+                println!("{}", result.render());
+                done += 1;
+                barren += 1;
+                continue;
             }
             match outcome {
                 Ok(AgentOutcome::Changed { description, hypothesis }) => {

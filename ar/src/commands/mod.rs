@@ -6,6 +6,7 @@ pub mod experiment;
 pub mod loop_cmd;
 pub mod prepare;
 pub mod report;
+pub mod sandbox;
 pub mod session_args;
 pub mod status;
 pub mod train;

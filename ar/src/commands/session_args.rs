@@ -34,7 +34,8 @@ pub struct SessionArgs {
     /// Re-measure the incumbent every N keeps (0 = never).
     #[arg(long, default_value_t = 5)]
     pub remeasure_every: usize,
-    /// Hard limit per run in seconds (default: twice the budget plus 60).
+    /// Hard limit per run in seconds, fixed when the session is created (default: twice the
+    /// budget plus the start-up allowance plus 60).
     #[arg(long)]
     pub timeout: Option<u64>,
     /// Cargo features of the train crate (cuda, wgpu).
@@ -47,6 +48,10 @@ pub struct SessionArgs {
     /// Scoring variant of a new session: full or audited (default: the profile's).
     #[arg(long)]
     pub scoring: Option<String>,
+    /// Create the session even where the kernel cannot confine the training runs (landlock
+    /// ABI >= 3 and seccomp). Fixed for the session and journaled; refused per call.
+    #[arg(long)]
+    pub allow_unconfined: bool,
 }
 
 impl SessionArgs {
@@ -74,6 +79,7 @@ impl SessionArgs {
             agent: agent.to_string(),
             budget: self.budget.as_deref().map(prepare::Budget::parse).transpose()?,
             scoring: self.scoring.as_deref().map(prepare::profile::Scoring::parse).transpose()?,
+            allow_unconfined: self.allow_unconfined,
         })
     }
 }

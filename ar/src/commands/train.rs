@@ -95,6 +95,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         );
     }
     let dir = RunDir::create(&target_dir(&repo).join("ar-train").join("runs"), 1)?;
+    let binary = crate::exec::build::stage(&built.binary, &dir.root, &built.train_sha256)?;
     let train_deadline = match budget {
         Budget::Time { secs } => secs + profile.startup_allowance_secs,
         _ => profile.time_budget_secs * 4.0 + 600.0,
@@ -103,7 +104,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         format: job::JOB_FORMAT,
         id: 1,
         run: dir.name(),
-        binary: built.binary.clone(),
+        binary: binary.clone(),
         train_sha256: built.train_sha256.clone(),
         profile: profile.name.to_string(),
         cache_root: prepare::cache::cache_root(),
@@ -114,6 +115,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         tolerance: if args.features.is_empty() { 1e-3 } else { 3e-2 },
         audit_rows: if profile.eval_rows() < 256 { 8 } else { 256 },
         train_deadline_secs: train_deadline,
+        deadline_is_budget: budget.is_time(),
         serve_deadline_secs: profile.time_budget_secs * 2.0 + 600.0,
         sandbox: !args.allow_unconfined,
         env: Vec::new(),

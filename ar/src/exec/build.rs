@@ -187,3 +187,35 @@ mod tests {
     }
 }
 
+
+/// Copies the built binary into a run directory (stripped of debug sections when `strip` is
+/// available: 13 MB instead of 190) and checks that the copy carries `train_sha256`.
+///
+/// The run executes the copy, never `target/release/train`: another build in the same target
+/// directory (a second checkout, a concurrent `cargo build`, the next experiment's build while
+/// this one runs on a worker) replaces the uplifted binary, and a run must not pick up a
+/// different train file between the stamp check and exec.
+pub fn stage(binary: &Path, run_dir: &Path, train_sha256: &str) -> Result<PathBuf> {
+    let staged = run_dir.join("train");
+    let stripped = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&staged)
+        .arg(binary)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(binary, &staged)
+            .with_context(|| format!("cannot copy {} to {}", binary.display(), staged.display()))?;
+    }
+    if !embeds_train_sha(&staged, train_sha256)? {
+        bail!(
+            "{} was replaced while it was staged (another build into the same target directory?); the run \
+             would not be of the committed train file",
+            binary.display()
+        );
+    }
+    Ok(staged)
+}

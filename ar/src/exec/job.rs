@@ -71,8 +71,12 @@ pub struct JobSpec {
     pub tolerance: f32,
     /// Random rows per split the audit re-scores.
     pub audit_rows: usize,
-    /// Kill training after this many seconds (time budgets: budget + allowance).
+    /// Kill training after this many seconds.
     pub train_deadline_secs: f64,
+    /// True when that deadline is the time budget plus the start-up allowance (a kill is
+    /// then `overtime`), false when it is the session's hard timeout (`timeout`).
+    #[serde(default)]
+    pub deadline_is_budget: bool,
     /// Kill a serving process after this many seconds.
     pub serve_deadline_secs: f64,
     /// false only in a session created with --allow-unconfined.
@@ -268,7 +272,7 @@ pub fn run(dir: &RunDir, spec: &JobSpec, watch: &mut dyn Watch, stop: &Arc<Atomi
         return Ok(with(JobOutcome::crash(CrashClass::Interrupted, "abandoned on request (Ctrl-C)"), &ended));
     }
     if ended.timed_out {
-        let (class, why) = if spec.budget.is_time() {
+        let (class, why) = if spec.deadline_is_budget {
             (
                 CrashClass::Overtime,
                 format!(

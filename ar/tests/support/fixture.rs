@@ -137,6 +137,7 @@ impl Fixture {
             .env("AUTORESEARCH_CACHE", &self.cache)
             .env("CARGO_TARGET_DIR", &self.target)
             .env("AR_PROFILE", "smoke")
+            .env("AR_BIN", env!("CARGO_BIN_EXE_ar"))
             .env_remove("AR_FAILPOINT")
             .env_remove("HF_ENDPOINT");
         c
