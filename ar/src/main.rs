@@ -32,6 +32,8 @@ mod run;
 mod sandbox;
 #[allow(dead_code)]
 mod session;
+#[allow(dead_code)]
+mod stats;
 mod ui;
 
 use std::process::ExitCode;
