@@ -22,4 +22,5 @@ pub mod live;
 pub mod report;
 pub mod sandbox;
 pub mod session;
+pub mod stats;
 pub mod ui;
