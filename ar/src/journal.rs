@@ -29,10 +29,14 @@ pub enum RunKind {
     Baseline,
     /// An agent's change.
     Candidate,
-    /// A re-run of a candidate that passed the keep rule, before the branch advances.
+    /// A further paired run of a candidate at the next seed index (the sequential rule asks
+    /// for one while it is not yet sure); in older journals, the one confirmation re-run.
     Confirm,
-    /// A re-run of the incumbent best, to catch drift.
+    /// The incumbent measured at a seed index a candidate's pair needs (or, in journals
+    /// from before paired decisions, a re-run of the incumbent to catch drift).
     Remeasure,
+    /// End of session: the best and the base commit measured on fresh seeds.
+    Verify,
 }
 
 /// How an experiment ended.
@@ -117,14 +121,46 @@ impl CrashClass {
 /// The keep rule in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleConfig {
-    /// "noise" (keep only beyond k·σ) or "strict" (the original: any improvement).
+    /// "paired" (sequential paired t-test with a stated false-keep rate), "strict" (the
+    /// original: one run, any improvement), or "noise" (older journals: k·σ margin).
     pub kind: String,
+    /// Older journals' margin rule.
+    #[serde(default)]
     pub k: f64,
+    #[serde(default)]
     pub min_delta: f64,
     pub baseline_runs: usize,
+    #[serde(default)]
     pub confirm: bool,
-    /// Re-measure the incumbent every N keeps (0 = never).
+    #[serde(default)]
     pub remeasure_every: usize,
+    /// Paired rule: the false-keep rate over all looks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub alpha: f64,
+    /// Paired rule: most pairs one candidate may spend.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub max_pairs: usize,
+    /// Paired rule: smallest improvement worth keeping (metric units).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_effect: f64,
+}
+
+/// The evidence behind a paired decision (see `stats::Evidence`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    pub pairs: usize,
+    /// Mean of candidate − incumbent over the pairs (negative = better for val_bpb).
+    pub delta: f64,
+    pub se: Option<f64>,
+    pub sigma_d: Option<f64>,
+    pub dof: f64,
+    /// One-sided confidence that the candidate is better.
+    pub confidence: Option<f64>,
+    /// What the rule needed at this look to keep.
+    pub needed: Option<f64>,
+    /// The seed indexes of the pairs.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
 }
 
 /// What a session fixes when it is created, so no later call can change it: the budget,
@@ -153,6 +189,17 @@ pub struct Timings {
     pub build: f64,
     pub train: f64,
     pub total: f64,
+    /// Scoring (serving + the trusted scorer), part of `train` in older journals.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub score: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
 }
 
 /// The decision on one experiment and the numbers behind it.
@@ -173,6 +220,9 @@ pub struct Decision {
     /// Best val_bpb and its commit after this decision.
     pub best_after: Option<f64>,
     pub best_commit: String,
+    /// Paired rule: the evidence (pairs, Δ, its standard error, confidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceRecord>,
 }
 
 /// One line of the journal.
@@ -211,6 +261,10 @@ pub enum Event {
         diff_sha256: String,
         /// For confirm/remeasure runs: the experiment being re-run.
         rerun_of: Option<u64>,
+        /// The seed index measured (the seed offset the program gets); runs of two commits
+        /// at one index form a pair.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
     },
     /// The change was committed (the commit the run builds).
     Committed { id: u64, time: f64, commit: String },
@@ -245,6 +299,8 @@ pub enum Event {
     Agent { time: f64, outcome: String, detail: String, seconds: f64 },
     /// The loop stopped cleanly.
     Stopped { time: f64, reason: String },
+    /// The end-of-session check: best against base on fresh seeds.
+    Verified { time: f64, verification: Verification },
 }
 
 impl Event {
@@ -258,6 +314,34 @@ impl Event {
             _ => None,
         }
     }
+}
+
+/// The session's real gain, measured on fresh seeds after the loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub best_commit: String,
+    pub base_commit: String,
+    /// Seed indexes used (never used by any decision).
+    pub seeds: Vec<u64>,
+    /// Improvement the loop believed it had (base mean − best mean, decision seeds).
+    pub believed: Option<f64>,
+    /// Per split ("val", "test"): mean improvement (base − best, positive = better) and
+    /// its two-sided interval.
+    pub splits: Vec<VerifiedSplit>,
+    /// The confidence level of the intervals.
+    pub level: f64,
+    /// σ of single baseline runs, to express the gain in its units.
+    pub sigma_x: Option<f64>,
+}
+
+/// One split of a verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifiedSplit {
+    pub split: String,
+    pub pairs: usize,
+    pub gain: f64,
+    pub low: f64,
+    pub high: f64,
 }
 
 /// Seconds since the Unix epoch.

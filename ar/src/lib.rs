@@ -10,7 +10,7 @@
 
 pub mod agent;
 pub mod commands;
-pub mod decide;
+
 pub mod excerpt;
 pub mod exec;
 pub mod failpoint;

@@ -8,9 +8,11 @@
 //! - a train file that leaves its statistics as a symlink to a file outside: `ar` refuses to
 //!   follow it, and the outside file is untouched;
 //! - `include_bytes!` of a val shard: rejected before anything is built;
-//! - an `ar loop` whose `cmd:` agent first edits only `prepare/` (rejected, journaled and
-//!   rolled back in that turn) and then tries to write the journal and read a val shard
-//!   (both refused) while it can still edit the train file (the experiment runs);
+//! - a confined `cmd:` agent that tries to write the journal, read a val shard, write
+//!   outside and edit `prepare/` (all refused) while it can still edit the train file (the
+//!   experiment runs);
+//! - an unconfined agent whose turn edits only `prepare/`: rejected, journaled and rolled
+//!   back in that turn; its next, valid turn runs;
 //! - `ar sandbox -- sh -c …`: the same refusals, and `ar status` inside is answered by the
 //!   supervisor outside.
 
@@ -19,11 +21,16 @@ mod support;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-use support::fixture::{Fixture, TRAIN_FILE, events, fixture, text};
+use support::fixture::{Fixture, events, fixture, text};
 
 fn with_baseline(fx: &Fixture, tag: &str) {
+    with_baseline_timeout(fx, tag, "120");
+}
+
+/// The timeout is fixed when the session is created, by its first call.
+fn with_baseline_timeout(fx: &Fixture, tag: &str, timeout: &str) {
     fx.start_branch(tag);
-    let out = fx.ar(&["experiment", "-m", "baseline", "--baseline-runs", "1", "--timeout", "120"]);
+    let out = fx.ar(&["experiment", "-m", "baseline", "--baseline-runs", "1", "--timeout", timeout]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -87,7 +94,7 @@ fn test_a_misbehaving_train_file_is_refused_and_its_leftovers_are_killed_and_rep
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x");
     use std::os::unix::fs::PermissionsExt;
     assert_ne!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0);
-    assert!(log.contains("setsid: false"), "{log}");
+    assert!(log.contains("setsid failed: Operation not permitted"), "{log}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive("sleep 3011").is_empty() && alive("sleep 3012").is_empty(), "{:?}", alive("sleep 301"));
     let run = last_finished(&fx, "misbehave");
@@ -99,7 +106,7 @@ fn test_a_misbehaving_train_file_is_refused_and_its_leftovers_are_killed_and_rep
 #[test]
 fn test_a_fifo_and_a_sleep_do_not_stop_the_timeout() {
     let fx = fixture();
-    with_baseline(&fx, "fifo");
+    with_baseline_timeout(&fx, "fifo", "25");
     fx.edit_train(
         "fn train() -> prepare::Result<()> {\n",
         "fn train() -> prepare::Result<()> {\n\
@@ -109,7 +116,7 @@ fn test_a_fifo_and_a_sleep_do_not_stop_the_timeout() {
          std::thread::sleep(std::time::Duration::from_secs(600));\n",
     );
     let t = Instant::now();
-    let out = fx.ar(&["experiment", "-m", "fifo", "--timeout", "20"]);
+    let out = fx.ar(&["experiment", "-m", "fifo"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(t.elapsed() < Duration::from_secs(120), "the timeout fired on time: {:?}", t.elapsed());
     let dir = fx.repo.join(".autoresearch/fifo/runs").join(last_finished(&fx, "fifo")["run"].as_str().unwrap());
@@ -160,69 +167,96 @@ fn test_include_bytes_of_a_val_shard_is_rejected_before_the_build() {
     assert!(t.elapsed() < Duration::from_secs(30), "rejected without a build");
 }
 
-#[test]
-fn test_a_cmd_agent_is_confined_and_an_out_of_scope_turn_is_rolled_back_in_that_turn() {
-    let fx = fixture();
+/// Runs `ar loop` with a `cmd:` agent script (kept outside the repository).
+fn loop_with_script(fx: &Fixture, tag: &str, script: &str, turns: &str, extra: &[&str]) -> std::process::Output {
     let scripts = tempfile::tempdir().unwrap();
-    let script = scripts.path().join("agent.sh");
-    std::fs::write(
-        &script,
+    let path = scripts.path().join("agent.sh");
+    std::fs::write(&path, script).unwrap();
+    let agent = format!("cmd:sh {}", path.display());
+    let mut args = vec![
+        "loop", "--tag", tag, "--agent", &agent, "--max-experiments", turns, "--baseline-runs", "1", "--timeout", "120",
+        "--agent-retries", "0",
+    ];
+    args.extend_from_slice(extra);
+    fx.ar(&args)
+}
+
+fn transcripts(fx: &Fixture, tag: &str) -> String {
+    std::fs::read_dir(fx.repo.join(".autoresearch").join(tag).join("agent"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn test_a_confined_cmd_agent_cannot_touch_the_journal_the_answers_or_fixed_files_but_can_edit_the_train_file() {
+    let fx = fixture();
+    std::fs::remove_file("/tmp/ar-agent-escape").ok();
+    let out = loop_with_script(
+        &fx,
+        "agentbox",
         r#"#!/bin/sh
-# turn 1: edit only prepare/ (out of scope); turn 2: probe the sandbox, then a valid edit
-n=$(cat "$TMPDIR/turn" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$TMPDIR/turn"
-if [ "$n" = 1 ]; then
-  echo "// sneaky" >> prepare/src/lib.rs
-  echo "DESCRIPTION: tune the metric"
-  exit 0
-fi
 if echo '{"event":"stopped"}' >> .autoresearch/agentbox/runs.jsonl 2>/dev/null; then echo "JOURNAL WRITTEN"; else echo "journal write refused"; fi
 for f in "$AUTORESEARCH_CACHE"/smoke/data/*val*; do
   if cat "$f" >/dev/null 2>&1; then echo "VAL READ"; else echo "val read refused"; fi
 done
 if echo x > /tmp/ar-agent-escape 2>/dev/null; then echo "WROTE OUTSIDE"; else echo "outside write refused"; fi
+if echo "// sneaky" >> prepare/src/lib.rs 2>/dev/null; then echo "PREPARE WRITTEN"; else echo "prepare write refused"; fi
 sed -i 's/const MATRIX_LR: f64 = 0.04;/const MATRIX_LR: f64 = 0.05;/' train/src/main.rs
 echo "DESCRIPTION: raise MATRIX_LR to 0.05"
 "#,
-    )
-    .unwrap();
-    std::fs::remove_file("/tmp/ar-agent-escape").ok();
-    let out = fx.ar(&[
-        "loop",
-        "--tag",
-        "agentbox",
-        "--agent",
-        &format!("cmd:sh {}", script.display()),
-        "--max-experiments",
-        "2",
-        "--baseline-runs",
         "1",
-        "--timeout",
-        "120",
-        "--agent-retries",
-        "0",
-    ]);
+        &[],
+    );
     assert!(out.status.success(), "{}", text(&out));
+    let transcript = transcripts(&fx, "agentbox");
+    for want in ["journal write refused", "val read refused", "outside write refused", "prepare write refused"] {
+        assert!(transcript.contains(want), "{want}: {transcript}");
+    }
+    for bad in ["JOURNAL WRITTEN", "VAL READ", "WROTE OUTSIDE", "PREPARE WRITTEN"] {
+        assert!(!transcript.contains(bad), "{bad}: {transcript}");
+    }
+    assert!(!std::path::Path::new("/tmp/ar-agent-escape").exists());
     let journal = fx.journal("agentbox");
+    let candidate = events(&journal, "started").into_iter().find(|e| e["kind"] == "candidate").expect("the edit ran");
+    let finished = events(&journal, "finished").into_iter().find(|f| f["id"] == candidate["id"]).expect("it finished");
+    assert!(finished["record"]["val_bpb"].as_f64().is_some(), "{finished}");
+    assert!(events(&journal, "session")[0]["agent"].as_str().unwrap().contains("confined"));
+}
+
+#[test]
+fn test_a_prepare_only_turn_is_rejected_and_rolled_back_in_that_turn_and_the_next_valid_turn_runs() {
+    let fx = fixture();
+    let out = loop_with_script(
+        &fx,
+        "scope",
+        r#"#!/bin/sh
+n=$(cat "$TMPDIR/ar-turn" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$TMPDIR/ar-turn"
+if [ "$n" = 1 ]; then
+  echo "// sneaky" >> prepare/src/lib.rs
+  echo "DESCRIPTION: tune the metric"
+  exit 0
+fi
+sed -i 's/const MATRIX_LR: f64 = 0.04;/const MATRIX_LR: f64 = 0.05;/' train/src/main.rs
+echo "DESCRIPTION: raise MATRIX_LR to 0.05"
+"#,
+        "2",
+        &["--agent-unconfined"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let journal = fx.journal("scope");
     let decided = events(&journal, "decided");
     let rejected = decided.iter().find(|d| d["decision"]["status"] == "rejected").expect("turn 1 is rejected");
     assert!(rejected["decision"]["reason"].as_str().unwrap().contains("prepare/src/lib.rs"), "{rejected}");
     assert!(!std::fs::read_to_string(fx.repo.join("prepare/src/lib.rs")).unwrap().contains("sneaky"), "rolled back");
     let candidates: Vec<_> = events(&journal, "started").into_iter().filter(|e| e["kind"] == "candidate").collect();
     assert_eq!(candidates.len(), 2, "{journal:?}");
-    let second = candidates[1]["id"].as_u64().unwrap();
-    let finished = events(&journal, "finished").into_iter().find(|f| f["id"] == second).expect("turn 2 ran");
+    let second = &candidates[1];
+    assert!(second["description"].as_str().unwrap().contains("MATRIX_LR"));
+    let finished = events(&journal, "finished").into_iter().find(|f| f["id"] == second["id"]).expect("turn 2 ran");
     assert!(finished["record"]["val_bpb"].as_f64().is_some(), "{finished}");
-    let transcript = std::fs::read_dir(fx.repo.join(".autoresearch/agentbox/agent"))
-        .unwrap()
-        .flatten()
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>();
-    assert!(transcript.contains("journal write refused"), "{transcript}");
-    assert!(transcript.contains("val read refused") && !transcript.contains("VAL READ"), "{transcript}");
-    assert!(transcript.contains("outside write refused"), "{transcript}");
-    assert!(!std::path::Path::new("/tmp/ar-agent-escape").exists());
-    assert!(fx.train_file().contains("0.05") || fx.git(&["log", "--format=%s", "-3"]).contains("MATRIX_LR"));
-    let _ = TRAIN_FILE;
+    assert!(text(&out).contains("rejected"), "{}", text(&out));
 }
 
 #[test]

@@ -99,12 +99,15 @@ fn test_an_exploding_loss_is_a_nan_crash() {
 #[test]
 fn test_a_hanging_run_is_killed_at_the_timeout_with_its_whole_process_group() {
     let fx = fixture();
-    with_baseline(&fx, "hang");
+    fx.start_branch("hang");
+    let out = fx.ar(&["experiment", "-m", "baseline", "--baseline-runs", "1", "--timeout", "15"]);
+    assert!(out.status.success(), "{}", text(&out));
     fx.edit_train("fn main() {", "fn main() {\n    std::thread::sleep(std::time::Duration::from_secs(600));");
-    let t = std::time::Instant::now();
-    let out = fx.ar(&["experiment", "-m", "hang", "--timeout", "8"]);
+    let out = fx.ar(&["experiment", "-m", "hang"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(t.elapsed().as_secs() < 120, "the timeout was enforced");
+    let run = events(&fx.journal("hang"), "finished").last().copied().cloned().unwrap();
+    let ran = run["timings"]["train"].as_f64().unwrap();
+    assert!(ran < 15.0 + 5.0, "killed at the session's 15 s timeout, not later: {ran}");
     assert!(text(&out).contains("timeout"), "{}", text(&out));
     assert_no_training_left(&fx);
 }

@@ -82,6 +82,9 @@ fn rule(kind: &str, baseline_runs: usize) -> RuleConfig {
         baseline_runs,
         confirm: kind == "noise",
         remeasure_every: if kind == "noise" { 4 } else { 0 },
+        alpha: 0.0,
+        max_pairs: 0,
+        min_effect: 0.0,
     }
 }
 
@@ -168,6 +171,7 @@ impl Sim {
             hypothesis: (kind == RunKind::Candidate).then(|| format!("{desc} should lower val_bpb")),
             diff_sha256: if kind == RunKind::Candidate { format!("{id:064x}") } else { String::new() },
             rerun_of,
+            seed: None,
         });
         self.t += agent;
         let c = match (kind, rerun_of) {
@@ -193,7 +197,7 @@ impl Sim {
             crash,
             excerpt: crash.map(|c| format!("error: {} (last lines of the program's output)", c.name())),
             record,
-            timings: Timings { agent, build, train, total: agent + build + train + 3.0 },
+            timings: Timings { agent, build, train, total: agent + build + train + 3.0, score: 0.0 },
             run: None,
             reason: None,
             leaked: Vec::new(),
@@ -222,6 +226,7 @@ impl Sim {
                 margin: self.margin(),
                 best_after: self.best,
                 best_commit: self.best_commit.clone(),
+                evidence: None,
             },
         });
     }
@@ -361,6 +366,7 @@ fn resumed() -> Vec<Event> {
         hypothesis: None,
         diff_sha256: format!("{:064x}", 6),
         rerun_of: None,
+        seed: None,
     });
     s.t += 900.0;
     s.session("resume", rule("strict", 1), true);

@@ -37,9 +37,8 @@
 //! powers of two (DEPTH as a small integer, ASPECT_RATIO as a multiple of 8 on a log
 //! scale), betas as log(1−β), schedule ratios linear in [0, 1], WINDOW_PATTERN as a
 //! categorical over patterns that tile the layers (the last layer is always full
-//! attention). Not searched: SEED (tuning it fits noise), WARMUP_STEPS (those steps are
-//! off the clock: raising it buys free training time) and LOG_EVERY (only moves sync
-//! points). Float consts an agent adds to the section are searched generically; integer
+//! attention). Not searched: SEED (tuning it fits noise) and LOG_EVERY (only moves sync
+//! points); the warm-up steps left off the clock are the profile's, not the file's. Float consts an agent adds to the section are searched generically; integer
 //! ones are left alone (they may be structural). TOTAL_BATCH_SIZE stays a multiple of
 //! DEVICE_BATCH_SIZE × MAX_SEQ_LEN (the profile's context length) and warm-up plus
 //! warm-down stays within the budget: a proposal that breaks either is repaired.
@@ -113,7 +112,7 @@ pub enum DimKind {
 /// Patterns WINDOW_PATTERN may take: S = half-context window, L = full; tiled over layers.
 pub const WINDOW_PATTERNS: [&str; 5] = ["L", "SL", "SSL", "SSSL", "SSSSL"];
 
-const NOT_SEARCHED: [&str; 3] = ["SEED", "WARMUP_STEPS", "LOG_EVERY"];
+const NOT_SEARCHED: [&str; 2] = ["SEED", "LOG_EVERY"];
 
 fn numeric(scale: Scale, lo: f64, hi: f64, sigma: f64, step: f64) -> DimKind {
     DimKind::Numeric { scale, lo, hi, sigma, step }

@@ -36,7 +36,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let mut session = Session::open(&repo, None, Open::Attach, &opts)?;
     crate::interrupt::install(session.stop.clone());
     let baseline_only =
-        session.state().baselines_done == 0 && session.git.changed_since(&session.best_commit())?.is_empty();
+        session.state().baseline_values.is_empty() && session.git.changed_since(&session.best_commit())?.is_empty();
     if baseline_only {
         session.ensure_baseline()?;
         println!("{}", summary_line(&session));
@@ -58,10 +58,11 @@ pub fn summary_line(session: &Session) -> String {
     let state = session.state();
     let best = session.best_commit();
     format!(
-        "best: {} at {} | σ {} | journal: {}",
-        state.best.map_or("–".to_string(), |b| format!("{b:.6}")),
+        "best: {} at {} | σ_d {} ({} dof) | journal: {}",
+        state.best().map_or("–".to_string(), |b| format!("{b:.6}")),
         &best[..7.min(best.len())],
         state.sigma().map_or("–".to_string(), |s| format!("{s:.6}")),
+        state.pool.dof(),
         session.journal.path().display()
     )
 }

@@ -62,6 +62,10 @@ pub struct LoopArgs {
     /// Run a `cmd:` agent with all of your rights (no landlock around it). Journaled.
     #[arg(long)]
     pub agent_unconfined: bool,
+    /// At the end, measure the best and the base commit on this many fresh seeds (val and
+    /// test) and report the real gain with its interval (0: skip).
+    #[arg(long, default_value_t = 3)]
+    pub verify_pairs: usize,
     /// The repository (default: the one containing the current directory).
     #[arg(long)]
     pub repo: Option<PathBuf>,
@@ -219,6 +223,15 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
         },
     };
     session.restore_tree()?;
+    if args.verify_pairs > 0 && !session.stop.load(Ordering::SeqCst) {
+        println!("Verifying the session's gain on {} fresh seeds …", args.verify_pairs);
+        match session.verify(args.verify_pairs, 0.95) {
+            Ok(Some(v)) => super::report::print_verification(&v),
+            Ok(None) => println!("Nothing to verify: no change was kept."),
+            Err(e) => println!("verification incomplete: {e:#}"),
+        }
+        session.restore_tree()?;
+    }
     session.journal.append(Event::Stopped { time: now(), reason: reason.clone() })?;
     session.live.phase(0, "idle", "");
     println!("{}", super::experiment::summary_line(&session));
