@@ -58,6 +58,10 @@ pub struct Profile {
     /// Optimizer steps at the start of a run left off the clock under a time budget (the
     /// original's 11: `if step > 10` on its 0-based step): compilation and warm-up.
     pub warmup_steps: usize,
+    /// The budget a session gets unless it chooses another (`time:` TIME_BUDGET for the
+    /// profiles that mirror the original; a fixed-work budget where the result must not
+    /// depend on how busy the machine is).
+    pub budget: Budget,
     /// Seconds a training run may take beyond a time budget (start-up, the warm-up steps,
     /// writing the checkpoint) before `ar` kills it as `overtime`.
     pub startup_allowance_secs: f64,
@@ -84,6 +88,7 @@ pub const H100: Profile = Profile {
     max_seq_len: 2048,
     time_budget_secs: 300.0,
     warmup_steps: 11,
+    budget: Budget::Time { secs: 300.0 },
     startup_allowance_secs: 120.0,
     scoring: Scoring::Audited,
     eval_tokens: 40 * 524_288,
@@ -100,6 +105,7 @@ pub const CPU: Profile = Profile {
     max_seq_len: 256,
     time_budget_secs: 300.0,
     warmup_steps: 11,
+    budget: Budget::Time { secs: 300.0 },
     startup_allowance_secs: 60.0,
     scoring: Scoring::Full,
     eval_tokens: 1 << 17,
@@ -116,6 +122,7 @@ pub const SMOKE: Profile = Profile {
     max_seq_len: 64,
     time_budget_secs: 4.0,
     warmup_steps: 11,
+    budget: Budget::Time { secs: 4.0 },
     startup_allowance_secs: 20.0,
     scoring: Scoring::Full,
     eval_tokens: 1 << 12,
@@ -126,12 +133,15 @@ pub const SMOKE: Profile = Profile {
     purpose: "seconds-long runs for tests, on the synthetic corpus",
 };
 
-/// `ar demo`: a handful of experiments end to end in a few minutes on a laptop CPU.
+/// `ar demo`: a handful of experiments end to end in a few minutes on a laptop CPU. Its
+/// budget is fixed work (tokens), not time: on a laptop that does other things, a time
+/// budget's step count varies with the load and drowns the effects the demo shows.
 pub const DEMO: Profile = Profile {
     name: "demo",
     max_seq_len: 128,
     time_budget_secs: 15.0,
     warmup_steps: 11,
+    budget: Budget::Tokens { tokens: 24 * 4096 },
     startup_allowance_secs: 30.0,
     scoring: Scoring::Full,
     eval_tokens: 1 << 14,
@@ -162,9 +172,9 @@ impl Profile {
         }
     }
 
-    /// The budget a session gets unless it chooses another: `time:<TIME_BUDGET>s`.
+    /// The budget a session gets unless it chooses another.
     pub fn default_budget(&self) -> Budget {
-        Budget::Time { secs: self.time_budget_secs }
+        self.budget
     }
 
     /// Rows `ar` scores per split: exactly EVAL_TOKENS / MAX_SEQ_LEN, whatever batch size the
@@ -178,13 +188,14 @@ impl Profile {
     pub fn hash(&self) -> String {
         let canonical = format!(
             "name={};max_seq_len={};time_budget_secs={};warmup_steps={};startup_allowance_secs={};\
-             scoring={};eval_tokens={};vocab_size={};tokenizer_max_chars={};tokenizer_doc_cap={}",
+             scoring={};budget={};eval_tokens={};vocab_size={};tokenizer_max_chars={};tokenizer_doc_cap={}",
             self.name,
             self.max_seq_len,
             self.time_budget_secs,
             self.warmup_steps,
             self.startup_allowance_secs,
             self.scoring.name(),
+            self.budget,
             self.eval_tokens,
             self.vocab_size,
             self.tokenizer_max_chars,

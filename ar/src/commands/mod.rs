@@ -1,6 +1,7 @@
 //! One module per `ar` subcommand.
 
 pub mod bench;
+pub mod bench_search;
 pub mod demo;
 pub mod experiment;
 pub mod loop_cmd;

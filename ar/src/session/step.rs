@@ -537,7 +537,18 @@ impl Session {
         if best == base {
             return Ok(None);
         }
-        let believed = state.mean(&base).zip(state.best()).map(|(b, k)| b - k);
+        let verification = self.verify_pair(&best, &base, pairs, level)?;
+        self.journal.append(Event::Verified { time: now(), verification: verification.clone() })?;
+        let _ = std::fs::remove_dir_all(self.bin_dir());
+        Ok(Some(verification))
+    }
+
+    /// Measures `better` against `reference` at `pairs` fresh seed indexes, val and test
+    /// (the runs are journaled as `verify`); the gain is reference − better.
+    pub fn verify_pair(&mut self, better: &str, reference: &str, pairs: usize, level: f64) -> Result<Verification> {
+        let state = self.state();
+        let (best, base) = (better.to_string(), reference.to_string());
+        let believed = state.mean(&base).zip(state.mean(&best)).map(|(b, k)| b - k);
         // Fresh indexes: past every index used so far, starting at 1000.
         let first = 1000.max(state.runs.values().map(|r| r.seed + 1).max().unwrap_or(0));
         let seeds: Vec<u64> = (first..first + pairs as u64).collect();
@@ -551,13 +562,17 @@ impl Session {
                     time: now(),
                     kind: RunKind::Verify,
                     parent: commit.clone(),
-                    description: format!("verify {} at fresh seed {seed}", if slot == 0 { "base" } else { "best" }),
+                    description: format!(
+                        "verify {} {} at fresh seed {seed}",
+                        if slot == 0 { "reference" } else { "candidate" },
+                        &commit[..7.min(commit.len())]
+                    ),
                     hypothesis: None,
                     diff_sha256: String::new(),
                     rerun_of: None,
                     seed: Some(seed),
                 })?;
-                println!("Verifying: {} at fresh seed {seed} …", if slot == 0 { "base" } else { "best" });
+                println!("Verifying {} at fresh seed {seed} …", &commit[..7.min(commit.len())]);
                 let outcome = self.measure(id, commit, seed, Timings::default())?;
                 self.decide_measurement(id, &outcome, "verification measurement")?;
                 match &outcome.record {
@@ -577,18 +592,7 @@ impl Session {
                 splits.push(VerifiedSplit { split: name.into(), pairs: gains.len(), gain: mean, low, high });
             }
         }
-        let verification = Verification {
-            best_commit: best,
-            base_commit: base,
-            seeds,
-            believed,
-            splits,
-            level,
-            sigma_x: self.state().sigma_x(),
-        };
-        self.journal.append(Event::Verified { time: now(), verification: verification.clone() })?;
-        let _ = std::fs::remove_dir_all(self.bin_dir());
-        Ok(Some(verification))
+        Ok(Verification { best_commit: best, base_commit: base, seeds, believed, splits, level, sigma_x: self.state().sigma_x() })
     }
 
     // -----------------------------------------------------------------------------------
