@@ -143,6 +143,9 @@ pub fn parse_agent(spec: &str, opts: &AgentOptions) -> Result<Box<dyn Agent>> {
     if spec == "evolve" {
         return Ok(Box::new(evolve::Evolve::new(opts)?));
     }
+    if spec == "random" {
+        return Ok(Box::new(evolve::Evolve::random(opts)?));
+    }
     if let Some(command) = spec.strip_prefix("cmd:") {
         let command = unquote(command.trim());
         if command.is_empty() {
