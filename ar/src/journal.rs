@@ -297,6 +297,20 @@ pub enum Event {
     Decided { id: u64, time: f64, decision: Decision },
     /// An agent turn that produced no experiment (no change, gave up, error).
     Agent { time: f64, outcome: String, detail: String, seconds: f64 },
+    /// A run was handed to a worker: written before the job starts (before `sbatch`), so a
+    /// crash between the two neither loses nor duplicates the job — resume looks for it by
+    /// its run directory and its job name.
+    Launched {
+        id: u64,
+        time: f64,
+        /// The run directory (`runs/<name>`).
+        run: String,
+        /// `local` or `slurm`.
+        backend: String,
+        /// The worker slot (local) or the deterministic job name (Slurm).
+        worker: usize,
+        job: String,
+    },
     /// The loop stopped cleanly.
     Stopped { time: f64, reason: String },
     /// The end-of-session check: best against base on fresh seeds.
@@ -308,6 +322,7 @@ impl Event {
     pub fn id(&self) -> Option<u64> {
         match self {
             Event::Started { id, .. }
+            | Event::Launched { id, .. }
             | Event::Committed { id, .. }
             | Event::Finished { id, .. }
             | Event::Decided { id, .. } => Some(*id),

@@ -44,6 +44,9 @@ enum Command {
     /// Start an agent CLI confined (writes train/src only; no data, no journal) for the mode
     /// where the agent drives `ar experiment` itself: `ar sandbox -- claude`.
     Sandbox(commands::sandbox::SandboxArgs),
+    /// Run one measurement from its run directory (what workers and Slurm jobs execute).
+    #[command(hide = true)]
+    RunJob(commands::run_job::RunJobArgs),
 }
 
 /// Exit code of a supervisor error (bad input, broken cache, I/O).
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => commands::status::run(args).map(|()| ExitCode::SUCCESS),
         Command::Sandbox(args) => commands::sandbox::run(args),
+        Command::RunJob(args) => commands::run_job::run(args),
     };
     match result {
         Ok(code) => code,

@@ -31,8 +31,17 @@ fn experiment(fx: &Fixture, message: &str) -> std::process::Output {
 }
 
 /// The last `finished` event of a session.
+/// The `finished` event of the session's last candidate (its own first run: later runs may
+/// be its further pairs or the incumbent's measurements).
 fn last_finished(fx: &Fixture, tag: &str) -> serde_json::Value {
-    events(&fx.journal(tag), "finished").last().copied().cloned().expect("a finished run")
+    let journal = fx.journal(tag);
+    let id = events(&journal, "started")
+        .into_iter()
+        .filter(|e| e["kind"] == "candidate" || e["kind"] == "baseline")
+        .last()
+        .map(|e| e["id"].clone())
+        .expect("a started run");
+    events(&journal, "finished").into_iter().find(|f| f["id"] == id).cloned().expect("it finished")
 }
 
 #[test]

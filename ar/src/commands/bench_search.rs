@@ -121,6 +121,9 @@ pub fn run(args: SearchBench) -> Result<()> {
         seed: args.seed,
         agent_writable: Vec::new(),
         agent_unconfined: false,
+        workers: 1,
+        backend: "local".into(),
+        slurm_args: Vec::new(),
         verify_pairs: args.pairs,
         repo: Some(repo.clone()),
         session: SessionArgs {

@@ -60,6 +60,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         seed: 0,
         agent_writable: Vec::new(),
         agent_unconfined: false,
+        workers: 1,
+        backend: "local".into(),
+        slurm_args: Vec::new(),
         verify_pairs: 3,
         repo: Some(repo.clone()),
         session: SessionArgs {

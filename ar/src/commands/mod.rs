@@ -7,6 +7,7 @@ pub mod experiment;
 pub mod loop_cmd;
 pub mod prepare;
 pub mod report;
+pub mod run_job;
 pub mod sandbox;
 pub mod session_args;
 pub mod status;

@@ -104,6 +104,15 @@ fn cargo_build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Path
     if !spec.features.is_empty() {
         cmd.args(["--features", &spec.features.join(",")]);
     }
+    // A build outlives nothing: it dies with `ar`.
+    // SAFETY: prctl between fork and exec touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
     let out = cmd.output().context("cannot run cargo: is the Rust toolchain installed?")?;
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {

@@ -26,6 +26,8 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+#[allow(unused_imports)]
+use std::io::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -177,12 +179,17 @@ impl RunDir {
         self.root.join("outcome.json")
     }
 
-    /// Writes spec.json (new).
+    /// Writes spec.json (atomically: the child never writes here, `ar` may rewrite it
+    /// once to add the worker's device pinning).
     pub fn write_spec(&self, spec: &JobSpec) -> Result<()> {
-        let mut f = child::create_new(&self.spec())?;
-        f.write_all(serde_json::to_string_pretty(spec)?.as_bytes())?;
-        f.sync_all()?;
+        prepare::manifest::write_atomic(&self.spec(), serde_json::to_string_pretty(spec)?.as_bytes())?;
         Ok(())
+    }
+
+    /// Reads spec.json back (`ar run-job`).
+    pub fn read_spec(&self) -> Result<JobSpec> {
+        let bytes = child::read_untrusted(&self.spec(), 1 << 20)?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a job spec", self.spec().display()))
     }
 
     /// Writes outcome.json atomically.

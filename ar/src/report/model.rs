@@ -84,6 +84,8 @@ pub struct Row {
     pub excerpt: Option<String>,
     /// Paired rule: the evidence behind the decision.
     pub evidence: Option<crate::journal::EvidenceRecord>,
+    /// Where it ran (`local:0`, `slurm:1`), when a pool ran it.
+    pub worker: Option<String>,
 }
 
 impl Row {
@@ -112,6 +114,7 @@ impl Row {
             peak_mem_mb: None,
             excerpt: None,
             evidence: None,
+            worker: None,
         }
     }
 
@@ -357,6 +360,11 @@ impl Model {
                     m.idle.seconds += seconds;
                     *m.idle.by_outcome.entry(outcome.clone()).or_default() += 1;
                 }
+                Event::Launched { id, worker, backend, .. } => {
+                    if let Some(&i) = index.get(id) {
+                        m.rows[i].worker = Some(format!("{backend}:{worker}"));
+                    }
+                }
                 Event::Verified { verification, .. } => {
                     m.verification = Some(verification.clone());
                 }
@@ -593,6 +601,7 @@ pub fn event_time(e: &Event) -> f64 {
         | Event::Decided { time, .. }
         | Event::Agent { time, .. }
         | Event::Stopped { time, .. }
+        | Event::Launched { time, .. }
         | Event::Verified { time, .. } => *time,
     }
 }

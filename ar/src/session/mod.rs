@@ -13,6 +13,7 @@
 //! file preserved. `failpoint::hit` marks each point where the tests kill `ar` with SIGKILL
 //! to prove it.
 
+pub mod pool;
 pub mod state;
 pub mod step;
 
@@ -140,7 +141,10 @@ pub struct Outcome {
 impl Outcome {
     /// A few lines for the agent. Program output appears only inside the excerpt's fence.
     pub fn render(&self) -> String {
-        let mut s = format!("experiment {}: {}", self.id, status_word(self.status, self.crash));
+        let measured = self.status == Status::Keep
+            && self.decision.as_ref().is_some_and(|d| d.evidence.is_none() && d.reason.contains("measurement"));
+        let word = if measured { "measured".to_string() } else { status_word(self.status, self.crash) };
+        let mut s = format!("experiment {}: {word}", self.id);
         if let Some(d) = &self.decision {
             if let Some(v) = d.val_bpb {
                 s.push_str(&format!(" | val_bpb {v:.6}"));

@@ -33,9 +33,15 @@ use crate::stats::{self, Verdict};
 /// Attempts at measuring the incumbent at one seed index before the candidate is given up.
 const INCUMBENT_ATTEMPTS: usize = 2;
 
+/// A run ready to start, or one that already ended (a build failure).
+pub(crate) enum Staged {
+    Done(RunOutcome),
+    Ready { dir: RunDir, spec: JobSpec, timings: Timings },
+}
+
 /// What advancing a candidate needs next.
 #[derive(Debug, Clone, PartialEq)]
-enum Action {
+pub(crate) enum Action {
     /// Measure `commit` at `seed`: an existing started-but-unfinished run, or a new one.
     Measure { id: Option<u64>, kind: RunKind, commit: String, seed: u64 },
     /// A helper run that ended interrupted: decide it as such (a new run replaces it).
@@ -46,7 +52,7 @@ enum Action {
 
 /// A candidate's decision, before it is written.
 #[derive(Debug, Clone, PartialEq)]
-enum Decided {
+pub(crate) enum Decided {
     /// The rule's verdict over these seeds.
     Rule(Verdict, Vec<u64>),
     /// The candidate crashed (at seed index `seed`).
@@ -239,8 +245,128 @@ impl Session {
         }
     }
 
+    /// Journals the start of a helper run of candidate `id` (its next pair, or the incumbent
+    /// at a seed) and returns its id.
+    pub(crate) fn start_helper(&mut self, id: u64, kind: RunKind, commit: &str, seed: u64) -> Result<u64> {
+        let run = self.journal.next_id();
+        let description = match kind {
+            RunKind::Confirm => format!("pair {} of experiment {id}", seed + 1),
+            _ => format!("incumbent {} at seed {seed} for experiment {id}", &commit[..7.min(commit.len())]),
+        };
+        self.journal.append(Event::Started {
+            id: run,
+            time: now(),
+            kind,
+            parent: commit.to_string(),
+            description,
+            hypothesis: None,
+            diff_sha256: String::new(),
+            rerun_of: Some(id),
+            seed: Some(seed),
+        })?;
+        if kind == RunKind::Confirm {
+            failpoint::hit("confirm-started");
+        }
+        Ok(run)
+    }
+
+    /// Guard and commit of the agent's edit, without measuring it: the candidate's id, or
+    /// the outcome of a rejected or duplicate turn.
+    pub fn commit_candidate(
+        &mut self,
+        description: &str,
+        hypothesis: Option<&str>,
+        agent_seconds: f64,
+    ) -> Result<std::result::Result<u64, Option<Outcome>>> {
+        let best = self.best_commit();
+        match guard::check(&self.git, &best, &self.fixed)? {
+            Scope::Rejected { .. } => return Ok(Err(self.reject_out_of_scope(description, agent_seconds)?)),
+            Scope::Allowed { train_changed: false } => {
+                self.agent_turn_without_change("no-change", &format!("{TRAIN_FILE} is unchanged"), agent_seconds)?;
+                return Ok(Err(None));
+            }
+            Scope::Allowed { train_changed: true } => {}
+        }
+        let diff = self.git.diff_train_file(&best)?;
+        let diff_sha256 = prepare::manifest::sha256_hex(diff.as_bytes());
+        // The same change against the same incumbent is never measured twice.
+        if let Some(twin) = self.journal.events().iter().find_map(|e| match e {
+            Event::Started { id, kind: RunKind::Candidate, parent, diff_sha256: d, .. } if *d == diff_sha256 && *parent == best => {
+                Some(*id)
+            }
+            _ => None,
+        }) {
+            self.agent_turn_without_change("duplicate", &format!("the same change as experiment {twin}"), agent_seconds)?;
+            println!("agent turn: the same change as experiment {twin}; not measured again");
+            return Ok(Err(None));
+        }
+        let id = self.journal.next_id();
+        self.journal.append(Event::Started {
+            id,
+            time: now(),
+            kind: RunKind::Candidate,
+            parent: best.clone(),
+            description: description.to_string(),
+            hypothesis: hypothesis.map(str::to_string),
+            diff_sha256,
+            rerun_of: None,
+            seed: Some(0),
+        })?;
+        if self.git.head()? != best {
+            self.git.reset_soft(&best)?;
+        }
+        let commit = self.git.commit_train_file(&format!("{description}\n\nautoresearch experiment {id}"))?;
+        self.journal.append(Event::Committed { id, time: now(), commit: commit.clone() })?;
+        // Build it now, while the tree is on it; then back to the incumbent for the next turn.
+        let expected = prepare::manifest::sha256_hex(self.git.show(&commit, TRAIN_FILE)?.as_bytes());
+        let _ = self.binary_for(&commit, &expected);
+        self.git.reset_hard(&best)?;
+        Ok(Ok(id))
+    }
+
+    /// A candidate whose incumbent was replaced while it was measured cannot be kept
+    /// against the old one: its change is re-based onto the new incumbent as a new
+    /// candidate (or, when it does not apply, discarded with that reason).
+    pub(crate) fn supersede(&mut self, id: u64, best: &str) -> Result<Outcome> {
+        let state = self.state();
+        let r = state.runs.get(&id).cloned().expect("a started candidate");
+        let commit = r.commit.clone().unwrap_or_default();
+        let patch = self.git.run(&["diff", &r.parent, &commit, "--", TRAIN_FILE])?;
+        self.git.reset_hard(best)?;
+        let applied = !patch.trim().is_empty() && self.git.apply_patch(&patch)?;
+        let reason = if applied {
+            let new = self.journal.next_id();
+            let description = format!("{} (re-based)", r.description);
+            match self.commit_candidate(&description, None, 0.0)? {
+                Ok(new_id) => format!("superseded: the incumbent changed while it was measured; re-based as experiment {new_id}"),
+                Err(_) => {
+                    let _ = new;
+                    "superseded: the incumbent changed while it was measured, and the change is already there".to_string()
+                }
+            }
+        } else {
+            self.git.reset_hard(best)?;
+            "superseded: the incumbent changed while it was measured and the change does not apply to it".to_string()
+        };
+        let decision = Decision {
+            status: Status::Discard,
+            reason: reason.clone(),
+            val_bpb: state.mean(&commit),
+            best_before: state.mean(&r.parent),
+            delta: None,
+            sigma: state.sigma(),
+            margin: None,
+            best_after: state.best(),
+            best_commit: best.to_string(),
+            evidence: None,
+        };
+        self.journal.append(Event::Decided { id, time: now(), decision: decision.clone() })?;
+        journal::write_tsv(&self.dir, self.journal.events())?;
+        Ok(self.outcome_of(id, decision, &RunOutcome::default()))
+    }
+
     /// What candidate `id` needs next, from the journal alone.
-    fn next_action(&self, state: &super::State, id: u64) -> Action {
+    pub(crate) fn next_action(&self, state: &super::State, id: u64) -> Action {
         let Some(cand) = state.runs.get(&id) else { return Action::Decide(Decided::Interrupted) };
         let Some(commit) = cand.commit.clone() else { return Action::Decide(Decided::Interrupted) };
         let parent = cand.parent.clone();
@@ -316,7 +442,7 @@ impl Session {
     }
 
     /// Journals the decision of a helper run (a baseline, a pair, the incumbent at a seed).
-    fn decide_measurement(&mut self, id: u64, outcome: &RunOutcome, what: &str) -> Result<Outcome> {
+    pub(crate) fn decide_measurement(&mut self, id: u64, outcome: &RunOutcome, what: &str) -> Result<Outcome> {
         let state = self.state();
         let (status, reason, val) = match (&outcome.crash, &outcome.record) {
             (Some(c), _) => (crash_status(*c), format!("{}: {}", c.name(), outcome.reason.clone().unwrap_or_default()), None),
@@ -342,7 +468,7 @@ impl Session {
 
     /// Decides a run that ended interrupted (Ctrl-C): it stands as interrupted, and the
     /// measurement it was for is taken again under a new id.
-    fn close_interrupted(&mut self, id: u64) -> Result<()> {
+    pub(crate) fn close_interrupted(&mut self, id: u64) -> Result<()> {
         let state = self.state();
         let decision = Decision {
             status: Status::Interrupted,
@@ -361,7 +487,7 @@ impl Session {
     }
 
     /// Writes candidate `id`'s decision, moves the branch, rewrites results.tsv.
-    fn decide_candidate(&mut self, id: u64, decided: Decided, last: Option<RunOutcome>) -> Result<Outcome> {
+    pub(crate) fn decide_candidate(&mut self, id: u64, decided: Decided, last: Option<RunOutcome>) -> Result<Outcome> {
         self.live.phase(id, "decide", &self.description_of(id));
         let state = self.state();
         let cand = state.runs.get(&id).cloned().expect("the candidate was started");
@@ -636,38 +762,13 @@ impl Session {
     }
 
     /// Builds (or reuses) `commit`'s binary and measures it at seed index `seed`: train, then
-    /// score, in a fresh run directory. Journals `finished`.
-    fn measure(&mut self, id: u64, commit: &str, seed: u64, mut timings: Timings) -> Result<RunOutcome> {
-        let description = self.description_of(id);
-        self.live.phase(id, "build", &description);
-        let source = self.git.show(commit, TRAIN_FILE)?;
-        let expected = prepare::manifest::sha256_hex(source.as_bytes());
-        if let Err(why) = guard::lint(&source) {
-            let mut outcome = RunOutcome::crashed(CrashClass::Build, why.clone());
-            outcome.excerpt = Some(crate::excerpt::excerpt(&why));
-            return self.record_finished(id, outcome, timings);
-        }
-        let built = match self.binary_for(commit, &expected) {
-            Ok(Ok(b)) => b,
-            Ok(Err(failure)) => {
-                let mut outcome = RunOutcome::crashed(CrashClass::Build, "the train file does not compile");
-                outcome.excerpt = Some(crate::excerpt::excerpt(&failure.first_error));
-                let dir = RunDir::create(&self.runs_dir(), id)?;
-                let _ = std::fs::write(dir.root.join("build.log"), &failure.log);
-                outcome.run = Some(dir.name());
-                return self.record_finished(id, outcome, timings);
-            }
-            Err(e) => {
-                let outcome = RunOutcome::crashed(CrashClass::NoResult, format!("{e:#}"));
-                return self.record_finished(id, outcome, timings);
-            }
+    /// score, in a fresh run directory, in this process. Journals `finished`.
+    fn measure(&mut self, id: u64, commit: &str, seed: u64, timings: Timings) -> Result<RunOutcome> {
+        let (dir, spec, timings) = match self.stage_run(id, commit, seed, timings)? {
+            Staged::Done(outcome) => return Ok(outcome),
+            Staged::Ready { dir, spec, timings } => (dir, spec, timings),
         };
-        let (binary, build_seconds) = built;
-        timings.build = build_seconds;
-        self.live.phase(id, "train", &description);
-        let dir = RunDir::create(&self.runs_dir(), id)?;
-        let spec = self.job_spec(id, &dir, binary, expected, seed);
-        dir.write_spec(&spec)?;
+        let description = self.description_of(id);
         let stop = self.stop.clone();
         struct Live<'a> {
             live: &'a mut crate::live::LiveFile,
@@ -690,7 +791,56 @@ impl Session {
         let mut watch = Live { live: &mut self.live, id, description, polls: 0 };
         let result = job::run(&dir, &spec, &mut watch, &stop)?;
         dir.write_outcome(&result)?;
-        let mut outcome = RunOutcome::from_job(&dir, result);
+        self.complete_run(id, commit, &dir, result, timings)
+    }
+
+    /// Everything before a run can start: the lint, the build (cached per commit), a fresh
+    /// run directory with its spec. A run that fails here (a build error) is journaled as
+    /// finished at once.
+    pub(crate) fn stage_run(&mut self, id: u64, commit: &str, seed: u64, mut timings: Timings) -> Result<Staged> {
+        let description = self.description_of(id);
+        self.live.phase(id, "build", &description);
+        let source = self.git.show(commit, TRAIN_FILE)?;
+        let expected = prepare::manifest::sha256_hex(source.as_bytes());
+        if let Err(why) = guard::lint(&source) {
+            let mut outcome = RunOutcome::crashed(CrashClass::Build, why.clone());
+            outcome.excerpt = Some(crate::excerpt::excerpt(&why));
+            return Ok(Staged::Done(self.record_finished(id, outcome, timings)?));
+        }
+        let built = match self.binary_for(commit, &expected) {
+            Ok(Ok(b)) => b,
+            Ok(Err(failure)) => {
+                let mut outcome = RunOutcome::crashed(CrashClass::Build, "the train file does not compile");
+                outcome.excerpt = Some(crate::excerpt::excerpt(&failure.first_error));
+                let dir = RunDir::create(&self.runs_dir(), id)?;
+                let _ = std::fs::write(dir.root.join("build.log"), &failure.log);
+                outcome.run = Some(dir.name());
+                return Ok(Staged::Done(self.record_finished(id, outcome, timings)?));
+            }
+            Err(e) => {
+                let outcome = RunOutcome::crashed(CrashClass::NoResult, format!("{e:#}"));
+                return Ok(Staged::Done(self.record_finished(id, outcome, timings)?));
+            }
+        };
+        let (binary, build_seconds) = built;
+        timings.build = build_seconds;
+        self.live.phase(id, "train", &description);
+        let dir = RunDir::create(&self.runs_dir(), id)?;
+        let spec = self.job_spec(id, &dir, binary, expected, seed);
+        dir.write_spec(&spec)?;
+        Ok(Staged::Ready { dir, spec, timings })
+    }
+
+    /// Journals a run's outcome (after the seed check).
+    pub(crate) fn complete_run(
+        &mut self,
+        id: u64,
+        commit: &str,
+        dir: &RunDir,
+        result: job::JobOutcome,
+        timings: Timings,
+    ) -> Result<RunOutcome> {
+        let mut outcome = RunOutcome::from_job(dir, result);
         self.check_seed(commit, &mut outcome);
         self.record_finished(id, outcome, timings)
     }
@@ -764,7 +914,7 @@ impl Session {
     }
 
     /// Journals `finished` for a run.
-    fn record_finished(&mut self, id: u64, outcome: RunOutcome, mut timings: Timings) -> Result<RunOutcome> {
+    pub(crate) fn record_finished(&mut self, id: u64, outcome: RunOutcome, mut timings: Timings) -> Result<RunOutcome> {
         timings.train = outcome.seconds - outcome.score_seconds;
         timings.score = outcome.score_seconds;
         timings.total = timings.agent + timings.build + timings.train + timings.score;
