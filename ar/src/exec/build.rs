@@ -113,15 +113,58 @@ fn cargo_build(repo: &Path, spec: &BuildSpec) -> Result<std::result::Result<Path
             Ok(())
         });
     }
-    let out = cmd.output().context("cannot run cargo: is the Rust toolchain installed?")?;
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
+    let (status, log) = run_with_progress(cmd)?;
+    if !status.success() {
         return Ok(Err(BuildFailure { first_error: first_error(&log), log }));
     }
     if !binary.is_file() {
         bail!("cargo reported success but {} does not exist", binary.display());
     }
     Ok(Ok(binary))
+}
+
+/// Runs cargo, collecting its output, and says on stderr that it is building and how far it
+/// has got (the crate being compiled, how many so far, the time) — at most every few seconds,
+/// so a first build of the dependencies (minutes on 2 cores) is never a silent wait.
+fn run_with_progress(mut cmd: Command) -> Result<(std::process::ExitStatus, String)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo: is the Rust toolchain installed?")?;
+    let stdout = child.stdout.take().expect("piped");
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    let mut last_said = started;
+    let mut compiled = 0usize;
+    let mut log = String::new();
+    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
+        let line = line.unwrap_or_default();
+        if let Some(rest) = line.trim_start().strip_prefix("Compiling ") {
+            compiled += 1;
+            if last_said.elapsed().as_secs() >= 5 {
+                last_said = std::time::Instant::now();
+                let krate = rest.split_whitespace().next().unwrap_or("");
+                eprintln!(
+                    "  building the train program: compiling {krate} ({compiled} crates so far, {:.0}s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    let status = child.wait().context("cannot wait for cargo")?;
+    let out = out_thread.join().unwrap_or_default();
+    if started.elapsed().as_secs() >= 10 {
+        eprintln!("  built in {:.0}s ({compiled} crates compiled)", started.elapsed().as_secs_f64());
+    }
+    Ok((status, format!("{out}{log}")))
 }
 
 /// Sets a file's modification time to now (cargo's freshness checks compare mtimes).

@@ -300,6 +300,30 @@ fn time(o: &mut String, m: &Model) {
         line(o, format!("| {name} | {} | {} | {share} |", duration(secs), duration(secs / n)));
     }
     line(o, String::new());
+    // Throughput: decided experiments per hour of session, and what each worker ran.
+    if let (Some(setup), Some(end)) = (&m.setup, m.last_time) {
+        let hours = (end - setup.started).max(1.0) / 3600.0;
+        let c = m.counts();
+        let decided = c.kept_candidates + c.discarded_candidates;
+        line(o, format!("Experiments decided per hour: {:.1} ({decided} in {}).", decided as f64 / hours, duration(end - setup.started)));
+        line(o, String::new());
+    }
+    let mut lanes: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for r in &m.rows {
+        if let (Some(w), Some(t)) = (&r.worker, &r.timings) {
+            let e = lanes.entry(w.clone()).or_default();
+            e.0 += 1;
+            e.1 += t.train + t.score;
+        }
+    }
+    if !lanes.is_empty() {
+        line(o, "| worker | runs | busy |".to_string());
+        line(o, "|---|---:|---:|".to_string());
+        for (w, (n, busy)) in &lanes {
+            line(o, format!("| {w} | {n} | {} |", duration(*busy)));
+        }
+        line(o, String::new());
+    }
     if m.idle.count > 0 {
         let kinds: Vec<String> =
             m.idle.by_outcome.iter().map(|(k, n)| format!("{n} {}", cell(k, 20))).collect();
