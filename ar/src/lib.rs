@@ -21,6 +21,7 @@ pub mod journal;
 pub mod live;
 pub mod report;
 pub mod sandbox;
+pub mod scheduler;
 pub mod session;
 pub mod stats;
 pub mod ui;
