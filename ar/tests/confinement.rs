@@ -180,6 +180,8 @@ fn test_include_bytes_of_a_val_shard_is_rejected_before_the_build() {
 fn loop_with_script(fx: &Fixture, tag: &str, script: &str, turns: &str, extra: &[&str]) -> std::process::Output {
     let scripts = tempfile::tempdir().unwrap();
     let path = scripts.path().join("agent.sh");
+    // The script keeps its turn counter beside itself ($STATE).
+    let script = script.replace("$TMPDIR/ar-turn", &scripts.path().join("turn").display().to_string());
     std::fs::write(&path, script).unwrap();
     let agent = format!("cmd:sh {}", path.display());
     let mut args = vec![

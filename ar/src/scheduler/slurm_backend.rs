@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::slurm::{Slurm, State};
+use super::slurm::{BatchJob, Slurm, State};
 use crate::exec::job::RunDir;
 use crate::session::pool::{Backend, Landed, Launch, read_outcome};
 
@@ -34,8 +34,9 @@ pub struct SlurmBackend {
 impl SlurmBackend {
     pub fn new(workers: usize, slurm_args: &[String], tag: &str) -> Result<SlurmBackend> {
         let exe = std::env::current_exe().context("cannot find the ar binary the jobs run")?;
-        let client = Slurm::from_env(slurm_args.to_vec());
-        client.check().context(
+        let mut client = Slurm::from_env();
+        client.extra_args = slurm_args.to_vec();
+        client.list("ar-").context(
             "Slurm does not answer: is SLURM_CONF set and the controller up (`sinfo`)? \
              scripts/slurm-up.sh starts a one-node cluster on 127.0.0.1",
         )?;
@@ -73,11 +74,15 @@ impl Backend for SlurmBackend {
 
     fn launch(&mut self, launch: &Launch, slot: usize) -> Result<()> {
         let name = self.job_name(launch, slot);
-        // Idempotent: a job of this name may already be queued by an `ar` killed after submitting.
-        if self.client.find(&name)?.is_none() {
-            let out = launch.dir.root.join("slurm.out");
-            self.client.submit(&name, &launch.dir.root, &self.command(&launch.dir), &out)?;
-        }
+        // Idempotent: a job of this name may already be queued by an `ar` killed after
+        // submitting; `submit` looks the name up first.
+        self.client.submit(&BatchJob {
+            name: name.clone(),
+            workdir: launch.dir.root.clone(),
+            command: self.command(&launch.dir),
+            output: launch.dir.root.join("slurm.out"),
+            args: vec![format!("--comment=ar:{}:{}", self.tag, launch.run)],
+        })?;
         self.running.insert(slot, (launch.run, launch.dir.clone(), name));
         Ok(())
     }
@@ -99,11 +104,14 @@ impl Backend for SlurmBackend {
             if !query {
                 continue;
             }
-            if self.client.find(&name)?.is_some() {
-                continue; // pending or running
-            }
-            // Gone from the queue without an outcome: how it ended, if the log says.
-            let state = self.client.finished(&name)?;
+            let state = match self.client.find(&name) {
+                Ok(Some(js)) if !js.state.is_terminal() => continue, // pending or running
+                Ok(found) => found,
+                // The controller does not answer: ask again later, the job is not lost.
+                Err(e) if e.is_unreachable() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // Ended without an outcome (yet): the job may have written it as it ended.
             if let Some(outcome) = read_outcome(&dir) {
                 self.running.remove(&slot);
                 out.push((slot, Landed { run, dir, outcome: Some(outcome), why_lost: None }));
@@ -124,17 +132,19 @@ impl Backend for SlurmBackend {
 
     fn reattach(&mut self, run: u64, dir: &RunDir, job: &str, slot: usize) -> Result<bool> {
         match self.client.find(job)? {
-            Some(_) => {
+            Some(js) if !js.state.is_terminal() => {
                 self.running.insert(slot, (run, dir.clone(), job.to_string()));
                 Ok(true)
             }
-            None => Ok(false),
+            _ => Ok(false),
         }
     }
 
     fn cancel_all(&mut self) {
         for (_, _, name) in self.running.values() {
-            if let Ok(Some(job)) = self.client.find(name) {
+            if let Ok(Some(job)) = self.client.find(name)
+                && !job.state.is_terminal()
+            {
                 let _ = self.client.cancel(&job.job_id);
             }
         }
