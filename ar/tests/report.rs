@@ -795,7 +795,7 @@ fn test_status_uses_live_json_only_while_its_process_lives() {
     assert!(plain.contains("#36 building or training"), "{plain}");
     assert!(plain.contains("journal only"), "{plain}");
     assert!(plain.contains("best    0.967800"), "{plain}");
-    assert!(plain.contains("runs    36:"), "{plain}");
+    assert!(plain.contains("runs    36 (23 experiments):"), "{plain}");
     assert!(plain.contains("last results"), "{plain}");
     assert!(plain.contains("#35"), "{plain}");
     assert!(!plain.contains('\x1b'), "no escape codes without a terminal");

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::state::{Result_, State};
+use super::state::Result_;
 use super::step::{Action, Staged};
 use super::{Outcome, Session};
 use crate::exec::job::{JobOutcome, JobSpec, RunDir};
@@ -274,30 +274,12 @@ impl Session {
         if r.kind == RunKind::Candidate {
             return Ok(()); // decided by next_action when its pairs are in
         }
-        let lost = outcome.crash == Some(CrashClass::Lost);
         let what = if r.kind == RunKind::Baseline { "baseline measurement" } else { "measurement" };
         let out = self.decide_measurement(run, outcome, what)?;
         report(&out);
-        if lost && !self.was_requeued(&state, &r) {
-            let id = self.journal.next_id();
-            self.journal.append(Event::Started {
-                id,
-                time: now(),
-                kind: r.kind,
-                parent: r.parent.clone(),
-                description: format!("{} (re-queued: #{run} was lost)", r.description),
-                hypothesis: None,
-                diff_sha256: String::new(),
-                rerun_of: r.rerun_of,
-                seed: Some(r.seed),
-            })?;
-        }
+        // A lost run is measured again by whoever needs it: the baseline phase launches a
+        // missing seed anew, a candidate's next action re-queues a lost pair once.
         Ok(())
-    }
-
-    /// True when a lost run's measurement was already re-queued once.
-    fn was_requeued(&self, state: &State, r: &super::state::Run) -> bool {
-        state.runs.values().any(|o| o.id != r.id && o.kind == r.kind && o.seed == r.seed && o.parent == r.parent && o.description.contains("re-queued"))
     }
 
     /// Runs journaled as launched by an earlier `ar` and never finished: taken from their
@@ -332,6 +314,13 @@ impl Session {
             if backend.reattach(id, &dir, &job, slot)? {
                 println!("Re-attached to run {id} ({job}), still running.");
                 flights.insert(slot, Flight { run: id, commit, seed: r.seed, timings: Timings::default() });
+            } else {
+                // Gone without an outcome while `ar` was away (cancelled, killed with it, a
+                // node lost): lost, and measured again once.
+                let flight = Flight { run: id, commit, seed: r.seed, timings: Timings::default() };
+                let why = format!("{job} ended while ar was not running, without an outcome");
+                let mut noop = |_: &Outcome| {};
+                self.land(flight, Landed { run: id, dir, outcome: None, why_lost: Some(why) }, &mut noop)?;
             }
         }
         Ok(())

@@ -386,23 +386,28 @@ impl Session {
                     .filter(|_| j == 0)
                     .chain(helpers.iter().copied().filter(|r| r.kind == RunKind::Confirm && r.seed == j))
                     .collect();
-                if let Some(crashed) = runs.iter().find_map(|r| match &r.result {
-                    Result_::Crash(c) => Some(*c),
-                    _ => None,
-                }) {
-                    let reason = self.crash_reason(&runs);
-                    return Action::Decide(Decided::Crash { class: crashed, seed: j, reason });
+                let kind = if j == 0 { RunKind::Candidate } else { RunKind::Confirm };
+                if let Some(open) = runs.iter().find(|r| r.result == Result_::Open && !r.finished_interrupted()) {
+                    return Action::Measure { id: Some(open.id), kind, commit, seed: j };
                 }
-                if j == 0 && cand.finished_interrupted() {
+                let crashes: Vec<CrashClass> = runs
+                    .iter()
+                    .filter_map(|r| match &r.result {
+                        Result_::Crash(c) => Some(*c),
+                        _ => None,
+                    })
+                    .collect();
+                // A job lost by its scheduler (cancelled, a node failure) is measured again once.
+                let requeue = crashes == [CrashClass::Lost];
+                if !crashes.is_empty() && !requeue {
+                    let class = crashes.iter().copied().find(|c| *c != CrashClass::Lost).unwrap_or(CrashClass::Lost);
+                    let reason = self.crash_reason(&runs);
+                    return Action::Decide(Decided::Crash { class, seed: j, reason });
+                }
+                if j == 0 && cand.finished_interrupted() && !requeue {
                     return Action::Decide(Decided::Interrupted);
                 }
-                let open = runs.iter().find(|r| r.result == Result_::Open && !r.finished_interrupted());
-                return Action::Measure {
-                    id: open.map(|r| r.id),
-                    kind: if j == 0 { RunKind::Candidate } else { RunKind::Confirm },
-                    commit,
-                    seed: j,
-                };
+                return Action::Measure { id: None, kind: RunKind::Confirm, commit, seed: j };
             }
             // The incumbent at j.
             let Some(base) = state.value(&parent, j) else {
