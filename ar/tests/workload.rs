@@ -363,6 +363,21 @@ fn test_every_error_names_the_line_and_the_fix_and_unknown_keys_are_refused() {
 }
 
 #[test]
+fn test_the_file_in_the_documentation_parses() {
+    let doc = include_str!("../../docs/workload.md");
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .expect("docs/workload.md shows a complete file")
+        .split("```")
+        .next()
+        .unwrap();
+    let spec = parse(block).unwrap_or_else(|e| panic!("docs/workload.md's autoresearch.toml: {e:#}"));
+    assert_eq!(spec.name.as_deref(), Some("sort-speed"));
+    assert!(spec.build.is_some() && spec.checks.is_some() && !spec.held_out.is_empty());
+}
+
+#[test]
 fn test_no_file_is_the_gpt_here_and_an_error_naming_ar_init_elsewhere() {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     if !here.join(workload::FILE).exists() {

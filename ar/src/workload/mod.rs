@@ -288,7 +288,13 @@ pub fn resolve(repo: &Path, pattern: &str) -> PathBuf {
 /// The paths a held-out pattern names now: the path itself when it has no glob
 /// characters (even if it does not exist yet), else what the glob finds.
 pub fn expand(repo: &Path, pattern: &str) -> Vec<PathBuf> {
+    // `dir/`, `dir/**` and `dir` all name the directory: one rule, and files added to it
+    // later are hidden too.
     let trimmed = pattern.strip_suffix('/').unwrap_or(pattern);
+    let trimmed = match trimmed.strip_suffix("/**") {
+        Some(dir) if !dir.contains(['*', '?', '[']) => dir,
+        _ => trimmed,
+    };
     let full = resolve(repo, trimmed);
     if !trimmed.contains(['*', '?', '[']) {
         return vec![full];
@@ -327,6 +333,26 @@ mod tests {
         assert!(m("src/**/*.py", "src/x/y/a.py") && m("src/**/*.py", "src/a.py"));
         assert!(m("src/", "src/deep/file.rs") && !m("src/", "srcx/a"));
         assert!(m("./bench.js", "bench.js"));
+    }
+
+    #[test]
+    fn test_held_out_patterns_expand_to_the_fewest_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["data/test/a/1.csv", "data/test/2.csv", "data/train.csv", "x/val.bin", "y/val.bin"] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "").unwrap();
+        }
+        let r = dir.path();
+        assert_eq!(expand(r, "data/test/**"), [r.join("data/test")]);
+        assert_eq!(expand(r, "data/test/"), [r.join("data/test")]);
+        assert_eq!(
+            expand(r, "missing.bin"),
+            [r.join("missing.bin")],
+            "a literal path is hidden even before it exists"
+        );
+        let all = expand_all(r, ["*/val.bin", "data/test/**", "data/test/a/*.csv"].map(String::from).iter());
+        assert_eq!(all, [r.join("data/test"), r.join("x/val.bin"), r.join("y/val.bin")]);
     }
 
     #[test]
