@@ -5,6 +5,7 @@
 //! - [`exec`]: building the train binary and running one measurement (train, then score);
 //! - [`sandbox`]: landlock + seccomp for every child that runs agent-written code;
 //! - [`guard`], [`git`]: what may change, and committing it;
+//! - [`workload`]: what the agent may edit and how a change is measured (`autoresearch.toml`);
 //! - [`agent`]: who proposes the next change; [`report`]: what the journal says;
 //! - [`commands`]: one module per subcommand.
 
@@ -25,3 +26,4 @@ pub mod scheduler;
 pub mod session;
 pub mod stats;
 pub mod ui;
+pub mod workload;

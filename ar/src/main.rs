@@ -3,7 +3,8 @@
 //! Subcommands: `prepare` (data, tokenizer, manifest), `train` (build and run the train
 //! program), `experiment` (one guarded, decided experiment), `loop` (an agent experimenting
 //! until stopped), `demo` (the whole thing offline, in minutes), `bench` (speed against the PyTorch peer, the loader, the tokenizer), `report`
-//! (plot, Markdown report, agent summary) and `status` (the session at a glance). `main`
+//! (plot, Markdown report, agent summary), `status` (the session at a glance), `init`
+//! (declare a workload: autoresearch.toml) and `finalize` (kept changes as a clean branch). `main`
 //! turns errors into one line with the whole cause chain and an exit code that means
 //! something.
 
@@ -47,6 +48,10 @@ enum Command {
     /// Run one measurement from its run directory (what workers and Slurm jobs execute).
     #[command(hide = true)]
     RunJob(commands::run_job::RunJobArgs),
+    /// Declare a workload for any repository: write autoresearch.toml (questions, flags or --preset).
+    Init(commands::init::InitArgs),
+    /// Turn a session's kept changes into a clean branch (or one per independent change) with the report.
+    Finalize(commands::finalize::FinalizeArgs),
 }
 
 /// Exit code of a supervisor error (bad input, broken cache, I/O).
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::run(args).map(|()| ExitCode::SUCCESS),
         Command::Sandbox(args) => commands::sandbox::run(args),
         Command::RunJob(args) => commands::run_job::run(args),
+        Command::Init(args) => commands::init::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Finalize(args) => commands::finalize::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

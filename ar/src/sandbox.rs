@@ -151,6 +151,16 @@ pub enum ReadAccess {
     /// opened by name). Hard links and bind mounts of a denied file elsewhere stay readable,
     /// and so do block devices to root: hide data with [`ReadAccess::Only`] where it matters.
     Except(Vec<PathBuf>),
+    /// As [`ReadAccess::Except`], but every directory on the way to a denied path can still
+    /// be listed. Landlock rights are inherited, so listing is then allowed beneath those
+    /// directories too, denied ones included: the *names* beneath a denied path are visible,
+    /// its files' contents are not readable (nor executable).
+    ///
+    /// For programs that list their working directory to start at all: Python's importer
+    /// finds a module beside the script by listing its directory, so a repository whose
+    /// root is split (its `.autoresearch/` or a held-out path is denied) could not import
+    /// its own modules under [`ReadAccess::Except`].
+    ExceptFiles(Vec<PathBuf>),
 }
 
 // ---------------------------------------------------------------------------------------

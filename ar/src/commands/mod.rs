@@ -4,6 +4,8 @@ pub mod bench;
 pub mod bench_search;
 pub mod demo;
 pub mod experiment;
+pub mod finalize;
+pub mod init;
 pub mod loop_cmd;
 pub mod prepare;
 pub mod report;

@@ -304,7 +304,8 @@ pub fn ruleset(abi: u32, policy: &Policy) -> Result<Built, String> {
     let reads = match &policy.read {
         ReadAccess::Everywhere => None,
         ReadAccess::Only(paths) => Some(read_only_beneath(&ruleset, abi, paths)),
-        ReadAccess::Except(paths) => Some(read_all_except(&ruleset, abi, paths)),
+        ReadAccess::Except(paths) => Some(read_all_except(&ruleset, abi, paths, false)),
+        ReadAccess::ExceptFiles(paths) => Some(read_all_except(&ruleset, abi, paths, true)),
     };
     // Without a /proc (some containers) there is no own directory to add, and the child
     // must not fail trying.
@@ -354,7 +355,9 @@ fn describe_proc(rules: Result<usize, String>) -> String {
 /// [`ReadAccess::Except`]: read rules on everything but the denied paths, found by walking
 /// from `/` down to each of them. Symlinks get no rule: a rule on one would land on its
 /// target, which may sit inside a denied path, and every target is covered where it lives.
-fn read_all_except(ruleset: &OwnedFd, abi: u32, paths: &[PathBuf]) -> String {
+/// With `listable`, each split directory gets a listing-only rule (see
+/// [`ReadAccess::ExceptFiles`]).
+fn read_all_except(ruleset: &OwnedFd, abi: u32, paths: &[PathBuf], listable: bool) -> String {
     let mut denied = Vec::new();
     let mut skipped = Vec::new();
     for path in paths {
@@ -364,12 +367,12 @@ fn read_all_except(ruleset: &OwnedFd, abi: u32, paths: &[PathBuf]) -> String {
         }
     }
     let mut walk =
-        Walk { ruleset, denied: &denied, rules: 0, split: Vec::new(), failed: Vec::new(), proc: None };
+        Walk { ruleset, denied: &denied, rules: 0, split: Vec::new(), failed: Vec::new(), proc: None, listable };
     walk.visit(Path::new("/"));
     let mut how = format!(
         "landlock ABI {abi}: read and execute everywhere except {} and other processes' /proc \
          directories ({} rules); entries created later in {} are not readable, and those \
-         directories cannot be listed",
+         directories {}",
         if denied.is_empty() {
             "nothing".to_string()
         } else {
@@ -377,6 +380,11 @@ fn read_all_except(ruleset: &OwnedFd, abi: u32, paths: &[PathBuf]) -> String {
         },
         walk.rules,
         walk.split.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        if listable {
+            "can be listed (so can every directory beneath them: names, not contents)"
+        } else {
+            "cannot be listed"
+        },
     );
     if !skipped.is_empty() {
         how.push_str(&format!("; nothing to deny (skipped): {}", skipped.join(", ")));
@@ -401,6 +409,8 @@ struct Walk<'a> {
     failed: Vec<String>,
     /// `/proc`, handled by [`proc_rules`] when the walk meets it.
     proc: Option<Result<usize, String>>,
+    /// Give split directories a listing-only rule.
+    listable: bool,
 }
 
 impl Walk<'_> {
@@ -428,6 +438,12 @@ impl Walk<'_> {
             return;
         }
         self.split.push(path.to_path_buf());
+        if self.listable {
+            match add_rule(self.ruleset, path, FS_READ_DIR) {
+                Ok(()) => self.rules += 1,
+                Err(e) => self.failed.push(format!("listing {}: {e}", path.display())),
+            }
+        }
         let entries = match std::fs::read_dir(path) {
             Ok(entries) => entries,
             Err(e) => {
