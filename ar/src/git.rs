@@ -147,6 +147,20 @@ impl Git {
     }
 
     /// Content of `path` at `rev`.
+    /// Applies a patch to the working tree (`git apply --3way`); false when it does not apply.
+    pub fn apply_patch(&self, patch: &str) -> Result<bool> {
+        use std::io::Write;
+        let mut child = self
+            .command(&["apply", "--3way", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run git apply")?;
+        child.stdin.take().expect("piped").write_all(patch.as_bytes())?;
+        Ok(child.wait()?.success())
+    }
+
     pub fn show(&self, rev: &str, path: &str) -> Result<String> {
         self.run(&["show", &format!("{rev}:{path}")])
     }

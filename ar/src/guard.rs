@@ -7,6 +7,11 @@
 //! session directory, is rejected with the list of offending paths before anything is
 //! committed or built. The hash check also catches changes that slipped into history
 //! (an agent committing on its own) and files deleted from the working tree.
+//!
+//! The build itself runs outside the sandbox, so the train file must not pull anything in
+//! at compile time: [`lint`] rejects `include_bytes!`, `include_str!`, `include!`, `env!`,
+//! `option_env!` and `#[path]` (a val shard compiled into the binary would defeat every
+//! read restriction at run time), including under a `use … as` rename.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -83,10 +88,185 @@ pub fn check(git: &Git, head: &str, fixed: &FixedManifest) -> Result<Verdict> {
     }
 }
 
+/// Compile-time inputs the train file may not use, and why.
+const FORBIDDEN_MACROS: [&str; 5] = ["include_bytes", "include_str", "include", "env", "option_env"];
+
+/// Rejects a train file that reads files or the environment at compile time. The source
+/// is scanned with comments and string literals blanked, so a word in a comment or a
+/// message is no offence; the error names the line and says what to do instead.
+pub fn lint(source: &str) -> std::result::Result<(), String> {
+    let code = blank_comments_and_strings(source);
+    let bytes = code.as_bytes();
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_ident(bytes[i]) || (i > 0 && is_ident(bytes[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_ident(bytes[i]) {
+            i += 1;
+        }
+        let word = &code[start..i];
+        let rest = code[i..].trim_start();
+        let word = word.strip_prefix("r#").unwrap_or(word);
+        if FORBIDDEN_MACROS.contains(&word) && (rest.starts_with('!') || rest.starts_with("as ")) {
+            return Err(format!(
+                "{TRAIN_FILE}:{}: `{word}!` reads a file or the environment when the train file is compiled, \
+                 outside the sandbox; it is not allowed. Put constants in the file itself and read data through \
+                 prepare's loader at run time",
+                line_of(start)
+            ));
+        }
+        if word == "path" && code[..start].trim_end().ends_with('[') {
+            let before = code[..start].trim_end();
+            if before[..before.len() - 1].trim_end().ends_with('#') || before.ends_with("#![") {
+                return Err(format!(
+                    "{TRAIN_FILE}:{}: `#[path = …]` compiles code from another file into the train file; \
+                     everything the agent changes must be in {TRAIN_FILE} itself",
+                    line_of(start)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The source with comments, string and char literals replaced by spaces (newlines kept,
+/// so byte offsets and line numbers stay those of the original).
+fn blank_comments_and_strings(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = b.to_vec();
+    let mut i = 0;
+    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for c in &mut out[from..to.min(b.len())] {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    };
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                let end = src[i..].find('\n').map_or(b.len(), |e| i + e);
+                blank(&mut out, i, end);
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                // Nested block comments, as Rust has them.
+                let (mut depth, mut j) = (1, i + 2);
+                while j < b.len() && depth > 0 {
+                    if b[j] == b'/' && b.get(j + 1) == Some(&b'*') {
+                        depth += 1;
+                        j += 2;
+                    } else if b[j] == b'*' && b.get(j + 1) == Some(&b'/') {
+                        depth -= 1;
+                        j += 2;
+                    } else {
+                        j += 1;
+                    }
+                }
+                blank(&mut out, i, j);
+                i = j;
+            }
+            b'r' if (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                // Raw string r#"…"#: find the matching quote and hashes.
+                let mut j = i + 1;
+                let mut hashes = 0;
+                while b.get(j) == Some(&b'#') {
+                    hashes += 1;
+                    j += 1;
+                }
+                if b.get(j) != Some(&b'"') {
+                    i += 1; // a raw identifier like r#type
+                    continue;
+                }
+                let close: String = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+                let end = src[j + 1..].find(&close).map_or(b.len(), |e| j + 1 + e + close.len());
+                blank(&mut out, i, end);
+                i = end;
+            }
+            b'"' => {
+                let mut j = i + 1;
+                while j < b.len() && b[j] != b'"' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                blank(&mut out, i, j + 1);
+                i = j + 1;
+            }
+            b'\'' => {
+                // A char literal ('x', '\n', '\u{..}') — not a lifetime ('a without a close).
+                let lit_end = if b.get(i + 1) == Some(&b'\\') {
+                    src[i + 2..].find('\'').map(|e| i + 2 + e)
+                } else if b.get(i + 2) == Some(&b'\'') {
+                    Some(i + 2)
+                } else {
+                    None
+                };
+                match lit_end {
+                    Some(e) => {
+                        blank(&mut out, i, e + 1);
+                        i = e + 1;
+                    }
+                    None => i += 1,
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::git::init_repo;
+
+    #[test]
+    fn test_lint_rejects_compile_time_reads_and_names_the_line() {
+        for (code, word) in [
+            ("const V: &[u8] = include_bytes!(\"/cache/val.parquet\");", "include_bytes"),
+            ("fn f() { let s = include_str ! (\"/etc/passwd\"); }", "include_str"),
+            ("include!(\"../other.rs\");", "include"),
+            ("const K: &str = env!(\"OPENAI_API_KEY\");", "env"),
+            ("const K: Option<&str> = std::option_env!(\"HOME\");", "option_env"),
+            ("use std::include_bytes as grab;", "include_bytes"),
+            ("#[path = \"/tmp/x.rs\"]\nmod x;", "path"),
+        ] {
+            let src = format!("// header\n{code}\n");
+            let e = lint(&src).unwrap_err();
+            assert!(e.contains(":2:") && e.contains(word), "{code}: {e}");
+        }
+    }
+
+    #[test]
+    fn test_lint_allows_the_words_in_comments_strings_and_ordinary_code() {
+        let ok = r##"
+            // include_bytes!("x") would be wrong; so would env!("Y")
+            /* nested /* include!("z") */ still a comment */
+            use std::env;
+            fn main() {
+                let v = env::var("AR_DEVICE");
+                let s = "env!("X") and #[path] in a string";
+                let r = r#"include_str!("y")"#;
+                let c = '!';
+                let path = std::path::PathBuf::new();
+                let include = 3;
+                println!("{v:?} {s} {r} {c} {path:?} {include}");
+            }
+        "##;
+        assert_eq!(lint(ok), Ok(()));
+    }
+
+    #[test]
+    fn test_the_real_train_file_passes_the_lint() {
+        let src = include_str!("../../train/src/main.rs");
+        assert_eq!(lint(src), Ok(()));
+    }
 
     fn repo() -> (tempfile::TempDir, Git) {
         let dir = tempfile::tempdir().unwrap();

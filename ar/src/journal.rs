@@ -29,10 +29,14 @@ pub enum RunKind {
     Baseline,
     /// An agent's change.
     Candidate,
-    /// A re-run of a candidate that passed the keep rule, before the branch advances.
+    /// A further paired run of a candidate at the next seed index (the sequential rule asks
+    /// for one while it is not yet sure); in older journals, the one confirmation re-run.
     Confirm,
-    /// A re-run of the incumbent best, to catch drift.
+    /// The incumbent measured at a seed index a candidate's pair needs (or, in journals
+    /// from before paired decisions, a re-run of the incumbent to catch drift).
     Remeasure,
+    /// End of session: the best and the base commit measured on fresh seeds.
+    Verify,
 }
 
 /// How an experiment ended.
@@ -73,9 +77,26 @@ pub enum CrashClass {
     NoResult,
     Rejected,
     Interrupted,
+    /// A time-budgeted run outlived the budget plus the profile's start-up allowance.
+    Overtime,
+    /// A scorer probe failed: the model looks ahead, mixes rows, or changes while scored.
+    Leak,
+    /// Audited scoring: the committed log-probabilities are not the model's.
+    Tampered,
+    /// The run's statistics name another profile, budget or cache than the session's.
+    Mismatch,
+    /// A repeated measurement of one commit reported a seed it had already used.
+    Seed,
+    /// The job was lost (node failure, cancelled by the scheduler).
+    Lost,
 }
 
 impl CrashClass {
+    /// Whether the program's output helps explain the crash (shown fenced to the agent).
+    pub fn shows_output(self) -> bool {
+        !matches!(self, CrashClass::Rejected | CrashClass::Interrupted | CrashClass::Mismatch | CrashClass::Seed)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CrashClass::Build => "build",
@@ -87,6 +108,12 @@ impl CrashClass {
             CrashClass::NoResult => "no-result",
             CrashClass::Rejected => "rejected",
             CrashClass::Interrupted => "interrupted",
+            CrashClass::Overtime => "overtime",
+            CrashClass::Leak => "leak",
+            CrashClass::Tampered => "tampered",
+            CrashClass::Mismatch => "mismatch",
+            CrashClass::Seed => "seed",
+            CrashClass::Lost => "lost",
         }
     }
 }
@@ -94,14 +121,65 @@ impl CrashClass {
 /// The keep rule in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleConfig {
-    /// "noise" (keep only beyond k·σ) or "strict" (the original: any improvement).
+    /// "paired" (sequential paired t-test with a stated false-keep rate), "strict" (the
+    /// original: one run, any improvement), or "noise" (older journals: k·σ margin).
     pub kind: String,
+    /// Older journals' margin rule.
+    #[serde(default)]
     pub k: f64,
+    #[serde(default)]
     pub min_delta: f64,
     pub baseline_runs: usize,
+    #[serde(default)]
     pub confirm: bool,
-    /// Re-measure the incumbent every N keeps (0 = never).
+    #[serde(default)]
     pub remeasure_every: usize,
+    /// Paired rule: the false-keep rate over all looks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub alpha: f64,
+    /// Paired rule: most pairs one candidate may spend.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub max_pairs: usize,
+    /// Paired rule: smallest improvement worth keeping (metric units).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_effect: f64,
+}
+
+/// The evidence behind a paired decision (see `stats::Evidence`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceRecord {
+    pub pairs: usize,
+    /// Mean of candidate − incumbent over the pairs (negative = better for val_bpb).
+    pub delta: f64,
+    pub se: Option<f64>,
+    pub sigma_d: Option<f64>,
+    pub dof: f64,
+    /// One-sided confidence that the candidate is better.
+    pub confidence: Option<f64>,
+    /// What the rule needed at this look to keep.
+    pub needed: Option<f64>,
+    /// The seed indexes of the pairs.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+}
+
+/// What a session fixes when it is created, so no later call can change it: the budget,
+/// the scoring variant, the sandbox, the hard timeout and the cache it scores on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSettings {
+    /// e.g. `time:300s`, `tokens:2000000`.
+    pub budget: String,
+    /// `full` or `audited`.
+    pub scoring: String,
+    /// false only for a session created with `--allow-unconfined`.
+    pub confined: bool,
+    /// Hard limit per run, seconds.
+    pub timeout_secs: f64,
+    /// sha256 of the cache manifest the rows come from.
+    pub manifest_sha256: String,
+    /// Cargo features of the train crate.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// Seconds spent per phase of one experiment.
@@ -111,6 +189,17 @@ pub struct Timings {
     pub build: f64,
     pub train: f64,
     pub total: f64,
+    /// Scoring (serving + the trusted scorer), part of `train` in older journals.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub score: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
 }
 
 /// The decision on one experiment and the numbers behind it.
@@ -131,6 +220,9 @@ pub struct Decision {
     /// Best val_bpb and its commit after this decision.
     pub best_after: Option<f64>,
     pub best_commit: String,
+    /// Paired rule: the evidence (pairs, Δ, its standard error, confidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceRecord>,
 }
 
 /// One line of the journal.
@@ -152,6 +244,9 @@ pub enum Event {
         budget_secs: f64,
         rule: RuleConfig,
         resumed: bool,
+        /// What a session fixes when it is created (absent in journals written before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<SessionSettings>,
     },
     /// An experiment began: written before anything is committed.
     Started {
@@ -166,6 +261,10 @@ pub enum Event {
         diff_sha256: String,
         /// For confirm/remeasure runs: the experiment being re-run.
         rerun_of: Option<u64>,
+        /// The seed index measured (the seed offset the program gets); runs of two commits
+        /// at one index form a pair.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
     },
     /// The change was committed (the commit the run builds).
     Committed { id: u64, time: f64, commit: String },
@@ -178,13 +277,44 @@ pub enum Event {
         /// Sanitised tail of the program's output (crashes only), untrusted.
         excerpt: Option<String>,
         timings: Timings,
+        /// The run directory (`runs/<name>`), fresh for every attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
+        /// Why it crashed, one line (never program output).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Processes that outlived the run (`pid command`); they were killed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        leaked: Vec<String>,
+        /// The sandbox in force for the training child.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<crate::sandbox::Report>,
+        /// The seed the program reported (also for crashed runs that got that far).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
     },
     /// The keep/discard decision; written before the branch moves.
     Decided { id: u64, time: f64, decision: Decision },
     /// An agent turn that produced no experiment (no change, gave up, error).
     Agent { time: f64, outcome: String, detail: String, seconds: f64 },
+    /// A run was handed to a worker: written before the job starts (before `sbatch`), so a
+    /// crash between the two neither loses nor duplicates the job — resume looks for it by
+    /// its run directory and its job name.
+    Launched {
+        id: u64,
+        time: f64,
+        /// The run directory (`runs/<name>`).
+        run: String,
+        /// `local` or `slurm`.
+        backend: String,
+        /// The worker slot (local) or the deterministic job name (Slurm).
+        worker: usize,
+        job: String,
+    },
     /// The loop stopped cleanly.
     Stopped { time: f64, reason: String },
+    /// The end-of-session check: best against base on fresh seeds.
+    Verified { time: f64, verification: Verification },
 }
 
 impl Event {
@@ -192,12 +322,41 @@ impl Event {
     pub fn id(&self) -> Option<u64> {
         match self {
             Event::Started { id, .. }
+            | Event::Launched { id, .. }
             | Event::Committed { id, .. }
             | Event::Finished { id, .. }
             | Event::Decided { id, .. } => Some(*id),
             _ => None,
         }
     }
+}
+
+/// The session's real gain, measured on fresh seeds after the loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub best_commit: String,
+    pub base_commit: String,
+    /// Seed indexes used (never used by any decision).
+    pub seeds: Vec<u64>,
+    /// Improvement the loop believed it had (base mean − best mean, decision seeds).
+    pub believed: Option<f64>,
+    /// Per split ("val", "test"): mean improvement (base − best, positive = better) and
+    /// its two-sided interval.
+    pub splits: Vec<VerifiedSplit>,
+    /// The confidence level of the intervals.
+    pub level: f64,
+    /// σ of single baseline runs, to express the gain in its units.
+    pub sigma_x: Option<f64>,
+}
+
+/// One split of a verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifiedSplit {
+    pub split: String,
+    pub pairs: usize,
+    pub gain: f64,
+    pub low: f64,
+    pub high: f64,
 }
 
 /// Seconds since the Unix epoch.

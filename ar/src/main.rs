@@ -1,39 +1,14 @@
-//! `ar`, the autoresearch supervisor: one thin binary over library code.
+//! `ar`, the autoresearch supervisor: one thin binary over the `ar` library (src/lib.rs).
 //!
 //! Subcommands: `prepare` (data, tokenizer, manifest), `train` (build and run the train
 //! program), `experiment` (one guarded, decided experiment), `loop` (an agent experimenting
 //! until stopped), `demo` (the whole thing offline, in minutes), `bench` (speed against the PyTorch peer, the loader, the tokenizer), `report`
-//! (plot, Markdown report, agent summary) and `status` (the session at a glance). `main`
+//! (plot, Markdown report, agent summary), `status` (the session at a glance), `init`
+//! (declare a workload: autoresearch.toml) and `finalize` (kept changes as a clean branch). `main`
 //! turns errors into one line with the whole cause chain and an exit code that means
 //! something.
 
-// Modules used by the supervisor loop as it lands piece by piece.
-#[allow(dead_code)]
-mod agent;
-mod commands;
-#[allow(dead_code)]
-mod decide;
-#[allow(dead_code)]
-mod excerpt;
-mod failpoint;
-#[allow(dead_code)]
-mod git;
-#[allow(dead_code)]
-mod guard;
-mod interrupt;
-#[allow(dead_code)]
-mod journal;
-#[allow(dead_code)]
-mod live;
-#[allow(dead_code)]
-mod report;
-mod run;
-#[allow(dead_code)] // part of its API serves tests and reports
-mod sandbox;
-#[allow(dead_code)]
-mod session;
-mod ui;
-
+use ar::commands;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -67,12 +42,35 @@ enum Command {
     Report(commands::report::ReportArgs),
     /// What is running now, the best so far, the last results (--watch to follow).
     Status(commands::status::StatusArgs),
+    /// Start an agent CLI confined (writes train/src only; no data, no journal) for the mode
+    /// where the agent drives `ar experiment` itself: `ar sandbox -- claude`.
+    Sandbox(commands::sandbox::SandboxArgs),
+    /// Run one measurement from its run directory (what workers and Slurm jobs execute).
+    #[command(hide = true)]
+    RunJob(commands::run_job::RunJobArgs),
+    /// Declare a workload for any repository: write autoresearch.toml (questions, flags or --preset).
+    Init(commands::init::InitArgs),
+    /// Turn a session's kept changes into a clean branch (or one per independent change) with the report.
+    Finalize(commands::finalize::FinalizeArgs),
 }
 
 /// Exit code of a supervisor error (bad input, broken cache, I/O).
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
+    // Inside `ar sandbox`, the session's commands run outside the sandbox, through its broker.
+    if let Some(socket) = std::env::var_os(ar::agent::broker::BROKER_ENV) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.first().is_some_and(|a| ar::agent::broker::FORWARDED.contains(&a.as_str())) {
+            return match ar::agent::broker::forward(std::path::Path::new(&socket), &args) {
+                Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            };
+        }
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Prepare(args) => commands::prepare::run(args).map(|()| ExitCode::SUCCESS),
@@ -83,6 +81,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => commands::report::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => commands::status::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Sandbox(args) => commands::sandbox::run(args),
+        Command::RunJob(args) => commands::run_job::run(args),
+        Command::Init(args) => commands::init::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Finalize(args) => commands::finalize::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

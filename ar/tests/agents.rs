@@ -1,33 +1,6 @@
 //! The three agent drivers, driven for real: shell scripts as `cmd:` agents, a fake
 //! OpenAI-compatible server on 127.0.0.1 for `openai:`, and simulated journals for `evolve`.
 //!
-//! `ar` is a binary crate, so the modules under test are compiled into this test crate by
-//! path (the agent code needs `journal`, `git` and `run` beside it, and `run` its `sandbox`
-//! and `excerpt`).
-
-#[allow(dead_code)]
-#[path = "../src/journal.rs"]
-mod journal;
-
-#[allow(dead_code)]
-#[path = "../src/git.rs"]
-mod git;
-
-#[allow(dead_code)]
-#[path = "../src/run.rs"]
-mod run;
-
-#[allow(dead_code)]
-#[path = "../src/sandbox.rs"]
-mod sandbox;
-
-#[allow(dead_code)]
-#[path = "../src/excerpt.rs"]
-mod excerpt;
-
-#[allow(dead_code)]
-#[path = "../src/agent/mod.rs"]
-mod agent;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use agent::evolve::{self, DimKind, Evolve, P};
-use agent::hyperparams::{self, Value};
-use agent::openai::{BuildCheck, CargoCheck, OpenAiAgent};
-use agent::{Agent, AgentOptions, Outcome, TRAIN_FILE, Turn, parse_agent};
-use journal::{Decision, Event, Status};
+use ar::agent::evolve::{self, DimKind, Evolve, P};
+use ar::agent::hyperparams::{self, Value};
+use ar::agent::openai::{BuildCheck, CargoCheck, OpenAiAgent};
+use ar::agent::{Agent, AgentOptions, Outcome, TRAIN_FILE, Turn, parse_agent};
+use ar::journal::{Decision, Event, Status};
 
 const TRAIN: &str = include_str!("../../train/src/main.rs");
 
@@ -600,12 +573,13 @@ fn started(id: u64, parent: &str) -> Event {
     Event::Started {
         id,
         time: 0.0,
-        kind: journal::RunKind::Candidate,
+        kind: ar::journal::RunKind::Candidate,
         parent: parent.to_string(),
         description: String::new(),
         hypothesis: None,
         diff_sha256: String::new(),
         rerun_of: None,
+        seed: None,
     }
 }
 
@@ -625,6 +599,7 @@ fn decided(id: u64, commit: &str, status: Status, val_bpb: Option<f64>) -> [Even
                 margin: None,
                 best_after: None,
                 best_commit: String::new(),
+                evidence: None,
             },
         },
     ]
@@ -776,7 +751,7 @@ fn test_evolve_proposals_parse_stay_in_range_and_keep_batches_divisible() {
             assert_eq!(total % (device * msl), 0, "TOTAL {total} vs DEVICE {device} x MAX_SEQ_LEN {msl}");
             assert!(value(text, "WARMUP_RATIO") + value(text, "WARMDOWN_RATIO") <= 1.0);
             // Untouched: what evolve must never search.
-            for name in ["SEED", "WARMUP_STEPS", "LOG_EVERY"] {
+            for name in ["SEED", "LOG_EVERY"] {
                 assert_eq!(value(text, name), value(TRAIN, name), "{name}");
             }
             assert_eq!(text.lines().count(), TRAIN.lines().count());

@@ -35,7 +35,12 @@ fn test_baseline_then_a_candidate_is_decided_and_the_branch_is_on_the_best_commi
     assert!(msg.contains("experiment 3:") && msg.contains("val_bpb"), "{msg}");
     let journal = fx.journal("decide");
     assert_consistent(&journal);
-    assert_eq!(events(&journal, "started").len(), if msg.contains("KEEP") { 4 } else { 3 });
+    let candidates: Vec<_> = events(&journal, "started").into_iter().filter(|e| e["kind"] == "candidate").collect();
+    assert_eq!(candidates.len(), 1);
+    let decision = events(&journal, "decided").into_iter().find(|d| d["id"] == candidates[0]["id"]).unwrap();
+    let pairs = decision["decision"]["evidence"]["pairs"].as_u64().expect("a paired decision states its evidence");
+    assert!((1..=4).contains(&pairs), "{decision}");
+    assert!(decision["decision"]["reason"].as_str().unwrap().contains("confident"), "{decision}");
     let best = journal
         .iter()
         .rev()
@@ -99,12 +104,15 @@ fn test_an_exploding_loss_is_a_nan_crash() {
 #[test]
 fn test_a_hanging_run_is_killed_at_the_timeout_with_its_whole_process_group() {
     let fx = fixture();
-    with_baseline(&fx, "hang");
+    fx.start_branch("hang");
+    let out = fx.ar(&["experiment", "-m", "baseline", "--baseline-runs", "1", "--timeout", "15"]);
+    assert!(out.status.success(), "{}", text(&out));
     fx.edit_train("fn main() {", "fn main() {\n    std::thread::sleep(std::time::Duration::from_secs(600));");
-    let t = std::time::Instant::now();
-    let out = fx.ar(&["experiment", "-m", "hang", "--timeout", "8"]);
+    let out = fx.ar(&["experiment", "-m", "hang"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(t.elapsed().as_secs() < 120, "the timeout was enforced");
+    let run = events(&fx.journal("hang"), "finished").last().copied().cloned().unwrap();
+    let ran = run["timings"]["train"].as_f64().unwrap();
+    assert!(ran < 15.0 + 5.0, "killed at the session's 15 s timeout, not later: {ran}");
     assert!(text(&out).contains("timeout"), "{}", text(&out));
     assert_no_training_left(&fx);
 }
@@ -135,12 +143,12 @@ fn test_the_training_child_cannot_write_outside_its_run_directory() {
     // The program tries to rewrite prepare/ and then trains normally.
     fx.edit_train(
         "fn main() {",
-        "fn main() {\n    let hit = std::fs::write(\"../../../../prepare/src/eval.rs\", \"pwned\").is_ok();\n    println!(\"tamper succeeded: {hit}\");",
+        "fn main() {\n    let hit = std::fs::write(\"../../../../../prepare/src/eval.rs\", \"pwned\").is_ok();\n    println!(\"tamper succeeded: {hit}\");",
     );
     let _ = experiment(&fx, "tamper");
     let eval = std::fs::read_to_string(fx.repo.join("prepare/src/eval.rs")).unwrap();
     assert!(!eval.contains("pwned"), "the sandbox kept prepare/ intact");
-    let log = std::fs::read_to_string(fx.repo.join(".autoresearch/sandbox/runs/0002/run.log")).unwrap();
+    let log = std::fs::read_to_string(fx.repo.join(".autoresearch/sandbox/runs/0002.1/train.log")).unwrap();
     assert!(log.contains("tamper succeeded: false"), "{log}");
 }
 

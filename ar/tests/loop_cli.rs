@@ -83,6 +83,8 @@ fn test_a_loop_with_a_command_agent_gets_the_prompt_and_tests_its_edit() {
         "1",
         "--timeout",
         "120",
+        "--agent-writable",
+        &scratch.path().display().to_string(),
     ]);
     let msg = text(&out);
     assert!(out.status.success(), "{msg}");

@@ -9,24 +9,14 @@
 //! The plot is checked through its SVG: the title's counts, the ticks against the data, and
 //! one mark per experiment, clipped points present as clip markers rather than dropped.
 
-#[allow(dead_code)]
-#[path = "../src/journal.rs"]
-mod journal;
-#[allow(dead_code)]
-#[path = "../src/live.rs"]
-mod live;
-#[allow(dead_code)]
-#[path = "../src/report/mod.rs"]
-mod report;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use journal::{CrashClass, Decision, Event, RuleConfig, RunKind, Status, Timings};
+use ar::journal::{CrashClass, Decision, Event, RuleConfig, RunKind, Status, Timings};
 use prepare::RunRecord;
 use prepare::hardware::Hardware;
-use report::model::{Model, Outcome};
+use ar::report::model::{Model, Outcome};
 
 // ---------------------------------------------------------------------------------------
 // Fixture generator
@@ -76,6 +66,11 @@ fn record(val: f64, test: f64, mem: f64) -> RunRecord {
         hardware: hardware(),
         seed: 42,
         train_sha256: "cd".repeat(32),
+        budget: String::new(),
+        train_wall_seconds: 0.0,
+        scoring: None,
+        manifest_sha256: String::new(),
+        checkpoint_sha256: String::new(),
     }
 }
 
@@ -87,6 +82,9 @@ fn rule(kind: &str, baseline_runs: usize) -> RuleConfig {
         baseline_runs,
         confirm: kind == "noise",
         remeasure_every: if kind == "noise" { 4 } else { 0 },
+        alpha: 0.0,
+        max_pairs: 0,
+        min_effect: 0.0,
     }
 }
 
@@ -141,6 +139,7 @@ impl Sim {
             budget_secs: 300.0,
             rule,
             resumed,
+            settings: None,
         });
         self.t += 5.0;
     }
@@ -172,6 +171,7 @@ impl Sim {
             hypothesis: (kind == RunKind::Candidate).then(|| format!("{desc} should lower val_bpb")),
             diff_sha256: if kind == RunKind::Candidate { format!("{id:064x}") } else { String::new() },
             rerun_of,
+            seed: None,
         });
         self.t += agent;
         let c = match (kind, rerun_of) {
@@ -197,7 +197,12 @@ impl Sim {
             crash,
             excerpt: crash.map(|c| format!("error: {} (last lines of the program's output)", c.name())),
             record,
-            timings: Timings { agent, build, train, total: agent + build + train + 3.0 },
+            timings: Timings { agent, build, train, total: agent + build + train + 3.0, score: 0.0 },
+            run: None,
+            reason: None,
+            leaked: Vec::new(),
+            sandbox: None,
+            seed: None,
         });
         val
     }
@@ -221,6 +226,7 @@ impl Sim {
                 margin: self.margin(),
                 best_after: self.best,
                 best_commit: self.best_commit.clone(),
+                evidence: None,
             },
         });
     }
@@ -360,6 +366,7 @@ fn resumed() -> Vec<Event> {
         hypothesis: None,
         diff_sha256: format!("{:064x}", 6),
         rerun_of: None,
+        seed: None,
     });
     s.t += 900.0;
     s.session("resume", rule("strict", 1), true);
@@ -388,7 +395,7 @@ fn fixture_path(name: &str) -> PathBuf {
 }
 
 fn load(name: &str) -> Vec<Event> {
-    journal::read_events(&fixture_path(name)).unwrap()
+    ar::journal::read_events(&fixture_path(name)).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -485,7 +492,7 @@ fn test_fixtures_match_their_generator() {
         // Compared as text: the bytes the loop would have written.
         let on_disk = std::fs::read_to_string(&path).unwrap();
         assert!(on_disk == text, "{} is stale: rerun with AR_REGEN_FIXTURES=1", path.display());
-        assert_eq!(journal::read_events(&path).unwrap().len(), events.len());
+        assert_eq!(ar::journal::read_events(&path).unwrap().len(), events.len());
     }
 }
 
@@ -630,7 +637,7 @@ fn test_markdown_report_names_the_top_improvement_and_keeps_negative_results() {
     let m = Model::from_events(&load("overnight"));
     let top = m.improvements()[0];
     let line = md.lines().find(|l| l.starts_with("| 1 |")).expect("a top-improvements table");
-    assert!(line.contains(&format!("`{}`", &report::model::short(top.commit.as_deref().unwrap()))), "{line}");
+    assert!(line.contains(&format!("`{}`", &ar::report::model::short(top.commit.as_deref().unwrap()))), "{line}");
     assert!(line.contains(&format!("{:+.6}", top.delta.unwrap())), "{line}");
     for needle in [
         "## Setup",
@@ -660,15 +667,15 @@ fn test_json_summary_is_compact_parses_and_is_deterministic() {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(v["experiments"], 36);
     assert_eq!(v["running"], 36);
-    assert_eq!(v["best"]["commit"], report::model::short(&commit(33)));
+    assert_eq!(v["best"]["commit"], ar::report::model::short(&commit(33)));
     assert_eq!(v["best"]["desc"], "random seed 42→137");
     assert_eq!(v["last"].as_array().unwrap().len(), 10);
     assert_eq!(v["last"][9]["id"], 35);
     assert_eq!(v["failed"][0]["topic"], "MATRIX_LR");
     assert!(v["sigma"].as_f64().unwrap() > 0.0 && v["margin"].as_f64().unwrap() > 0.0);
-    let s = report::summary(&load("overnight"));
-    assert_eq!(report::summary::to_json(&s), json, "the binary prints the library's summary");
-    let back: report::summary::Summary = serde_json::from_str(json).unwrap();
+    let s = ar::report::summary(&load("overnight"));
+    assert_eq!(ar::report::summary::to_json(&s), json, "the binary prints the library's summary");
+    let back: ar::report::summary::Summary = serde_json::from_str(json).unwrap();
     assert_eq!(back, s);
 }
 
@@ -683,7 +690,7 @@ fn test_summary_stays_under_2kb_with_huge_unicode_descriptions() {
         let desc = format!("ПОПЫТКА_{id} {} \"quoted\" \\ tab\there", "très long description — ".repeat(20));
         s.candidate(id, &desc, End::Result(1.0 + id as f64 * 1e-4, 1.02));
     }
-    let json = report::summary::to_json(&report::summary(&s.events));
+    let json = ar::report::summary::to_json(&ar::report::summary(&s.events));
     assert!(json.len() <= 2048, "{} bytes: {json}", json.len());
     serde_json::from_str::<serde_json::Value>(&json).unwrap();
 }
@@ -691,8 +698,8 @@ fn test_summary_stays_under_2kb_with_huge_unicode_descriptions() {
 #[test]
 fn test_digest_text_is_short_and_deterministic() {
     let events = load("overnight");
-    let a = report::digest_text(&events);
-    assert_eq!(a, report::digest_text(&events));
+    let a = ar::report::digest_text(&events);
+    assert_eq!(a, ar::report::digest_text(&events));
     let lines = a.lines().count();
     assert!((10..=40).contains(&lines), "{lines} lines:\n{a}");
     assert!(a.contains("Best 0.967800 (-3.02%)"), "{a}");
@@ -788,16 +795,16 @@ fn test_status_uses_live_json_only_while_its_process_lives() {
     assert!(plain.contains("#36 building or training"), "{plain}");
     assert!(plain.contains("journal only"), "{plain}");
     assert!(plain.contains("best    0.967800"), "{plain}");
-    assert!(plain.contains("runs    36:"), "{plain}");
+    assert!(plain.contains("runs    36 (23 experiments):"), "{plain}");
     assert!(plain.contains("last results"), "{plain}");
     assert!(plain.contains("#35"), "{plain}");
     assert!(!plain.contains('\x1b'), "no escape codes without a terminal");
 
     // A fresh live.json (this test's own pid is alive) gives phase and progress.
-    let live = report::status::Live {
+    let live = ar::report::status::Live {
         id: 36,
         phase: "train".into(),
-        since: journal::now() - 125.0,
+        since: ar::journal::now() - 125.0,
         description: "increase depth to 12".into(),
         progress_pct: Some(41.0),
         pid: Some(std::process::id()),
@@ -811,7 +818,7 @@ fn test_status_uses_live_json_only_while_its_process_lives() {
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let stale = report::status::Live { pid: Some(dead), ..live };
+    let stale = ar::report::status::Live { pid: Some(dead), ..live };
     std::fs::write(dir.join("live.json"), serde_json::to_string(&stale).unwrap()).unwrap();
     let shown = stdout(&ar(repo.path(), &["status"]));
     assert!(shown.contains("journal only") && !shown.contains("41%"), "{shown}");

@@ -91,9 +91,41 @@ impl Cache {
         if !path.exists() {
             return Err(Error::MissingArtifact { path, profile: self.profile.name.to_string() });
         }
-        let bytes = std::fs::read(&path).at(&path)?;
+        let bytes = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !self.is_train_artifact(rel) => {
+                return Err(Error::Eval(format!(
+                    "{}: permission denied. The training run may read the train shards and the tokenizer only; \
+                     the val and test rows are scored by ar, never read by the train program",
+                    path.display()
+                )));
+            }
+            other => other.at(&path)?,
+        };
         self.manifest.verify_bytes(&self.root, rel, &bytes)?;
         Ok(bytes)
+    }
+
+    /// True for what a training run may read: train shards and the tokenizer files.
+    pub fn is_train_artifact(&self, rel: &str) -> bool {
+        let t = &self.manifest.tokenizer;
+        self.shards(Split::Train).iter().any(|s| s == rel) || rel == t.ranks || rel == t.token_bytes
+    }
+
+    /// The files a training run needs to read (absolute paths): the manifest, the
+    /// tokenizer files and the train shards. Everything else of the cache (val and test
+    /// shards, raw downloads) stays unreadable to it.
+    pub fn training_reads(&self) -> Vec<PathBuf> {
+        let t = &self.manifest.tokenizer;
+        let mut v = vec![self.root.join(MANIFEST_FILE), self.path(&t.ranks), self.path(&t.token_bytes)];
+        v.extend(self.shards(Split::Train).iter().map(|s| self.path(s)));
+        v
+    }
+
+    /// sha256 of the manifest file: a session records it when it starts and refuses a cache
+    /// that was re-prepared under it.
+    pub fn manifest_sha256(&self) -> Result<String> {
+        let path = self.root.join(MANIFEST_FILE);
+        Ok(crate::manifest::sha256_hex(&std::fs::read(&path).at(&path)?))
     }
 
     /// A human label of the data, e.g. for the result record.

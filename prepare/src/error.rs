@@ -84,6 +84,15 @@ pub enum Error {
     #[error("{path}: could not write the result record: {reason}")]
     Record { path: PathBuf, reason: String },
 
+    #[error("budget {0}")]
+    Budget(String),
+
+    #[error("model checkpoint {what}: {reason}")]
+    Checkpoint { what: String, reason: String },
+
+    #[error("serving logits to the scorer: {0}")]
+    Serve(String),
+
     #[error("tokenizer training: {0}")]
     Bpe(String),
 

@@ -16,7 +16,6 @@ use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::loader::Loader;
 use crate::manifest::Split;
 use crate::tokenizer::Tokenizer;
 
@@ -98,40 +97,37 @@ impl<'a> BpbAccumulator<'a> {
     }
 }
 
-/// Bits per byte of the model on `split` (Val for decisions, Test for the held-out
-/// report): `EVAL_TOKENS / (batch_size · MAX_SEQ_LEN)` batches of the split, packed exactly
-/// like training data. `logits_fn` maps a `[B, T]` batch of token ids to `[B, T, V]` logits.
+/// Bits per byte of the model on `split`, computed in the calling process: the reference the
+/// trusted scorer (`prepare::scorer`, run by `ar` against a served model) is tested against.
+/// It scores exactly `EVAL_TOKENS / MAX_SEQ_LEN` rows, packed exactly like training data, in
+/// batches of `batch_size` with a shorter last batch: the rows scored never depend on the
+/// batch size (the original scored `floor(EVAL_TOKENS / (B·T))` batches, so a batch size that
+/// does not divide the row count silently dropped rows). `logits_fn` maps a `[B, T]` batch
+/// of token ids to `[B, T, V]` logits.
 pub fn evaluate_bpb<F>(
     cache: &Cache,
     tokenizer: &Arc<Tokenizer>,
     batch_size: usize,
     split: Split,
     device: &Device,
-    mut logits_fn: F,
+    logits_fn: F,
 ) -> Result<f64>
 where
-    F: FnMut(Tensor<2, Int>) -> Tensor<3>,
+    F: Fn(Tensor<2, Int>) -> Tensor<3>,
 {
-    let seq = cache.profile.max_seq_len;
-    let steps = eval_steps(cache.profile.eval_tokens, batch_size, seq)?;
-    let mut loader = Loader::new(cache, tokenizer, batch_size, seq, split)?;
+    if batch_size == 0 {
+        return Err(Error::Eval("the evaluation batch size must be positive".to_string()));
+    }
+    let rows = crate::scorer::Rows::load(cache, tokenizer, split)?;
     let mut acc = BpbAccumulator::new(tokenizer.token_bytes());
-    for _ in 0..steps {
-        let batch = loader.next_batch()?;
-        let logits = logits_fn(batch.input_tensor(device));
-        acc.add(logits, &batch.targets)?;
+    let mut start = 0;
+    while start < rows.n {
+        let count = batch_size.min(rows.n - start);
+        let span = start * rows.seq..(start + count) * rows.seq;
+        let ids: Vec<i32> = rows.inputs[span.clone()].iter().map(|&i| i as i32).collect();
+        let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [count, rows.seq]), device);
+        acc.add(logits_fn(input), &rows.targets[span])?;
+        start += count;
     }
     acc.bpb()
-}
-
-/// Number of evaluation batches; refuses a batch larger than the whole evaluation.
-pub fn eval_steps(eval_tokens: usize, batch_size: usize, seq: usize) -> Result<usize> {
-    let per_batch = batch_size * seq;
-    if per_batch == 0 || per_batch > eval_tokens {
-        return Err(Error::Eval(format!(
-            "batch of {batch_size}×{seq} = {per_batch} tokens does not fit EVAL_TOKENS = {eval_tokens}; \
-             use a smaller evaluation batch"
-        )));
-    }
-    Ok(eval_tokens / per_batch)
 }

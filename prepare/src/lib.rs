@@ -8,15 +8,24 @@
 //! - the tokenizer: a byte-level BPE trained with rustbpe's algorithm, stored as a plain
 //!   ranks file, encoded with tiktoken-rs;
 //! - the loader: BOS-aligned best-fit packing, as the original's `make_dataloader`;
-//! - the metric: [`evaluate_bpb`], which owns the cross-entropy;
-//! - the result record and the `---` summary block, written by [`report::finish`];
+//! - the budget: time, tokens or FLOPs, and where a run stands ([`Budget`]);
+//! - the metric: the scorer `ar` runs against a served model ([`scorer`]), with probes for
+//!   leaks, and [`evaluate_bpb`], the in-process reference it is tested against;
+//! - the door between them: the checkpoint the train program writes ([`checkpoint`]) and
+//!   the logits it serves from it ([`serve`]);
+//! - the training statistics ([`report::finish_training`]) and the result record `ar`
+//!   builds ([`report::build_record`]);
 //! - the manifest: sha256 of every artifact, checked at load.
 //!
 //! The train program's view: `Cache::open_active()` → `Tokenizer::load` → `Loader::new` →
-//! train → `evaluate_bpb` → `report::finish`.
+//! train until `Budget::spent` → `report::finish_training` (checkpoint + statistics). Then
+//! `ar` starts it again with `AR_SERVE` set: `serve::request()` → load the checkpoint →
+//! `Request::serve(logits)`.
 
 pub mod bpe;
+pub mod budget;
 pub mod cache;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -27,6 +36,8 @@ pub mod pipeline;
 pub mod profile;
 pub mod progress;
 pub mod report;
+pub mod scorer;
+pub mod serve;
 pub mod tokenizer;
 
 /// Environment variable through which `ar` varies the seed of repeated measurements.
@@ -36,15 +47,22 @@ pub const SEED_OFFSET_ENV: &str = "AR_SEED_OFFSET";
 /// it measures the same commit again (a second baseline, a confirmation, a re-measure), so
 /// repeated runs sample seed noise instead of repeating one deterministic run.
 pub fn seed(default: u64) -> u64 {
-    let offset = std::env::var(SEED_OFFSET_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    default.wrapping_add(offset)
+    default.wrapping_add(seed_offset())
 }
 
+/// The offset `ar` set for this measurement (0 outside `ar` and for the first measurement).
+/// The training loader starts its data stream at a point chosen by it, too.
+pub fn seed_offset() -> u64 {
+    std::env::var(SEED_OFFSET_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+pub use budget::{Budget, Spent};
 pub use cache::Cache;
+pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};
 pub use eval::evaluate_bpb;
 pub use loader::{Batch, Loader};
 pub use manifest::Split;
 pub use profile::Profile;
-pub use report::{RunRecord, TrainStats};
+pub use report::{RunRecord, TrainStats, finish_training};
 pub use tokenizer::Tokenizer;

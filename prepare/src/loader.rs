@@ -10,6 +10,12 @@
 //! Determinism: documents are read in manifest order (shards, row groups, rows), tokenized
 //! in batches of 128, and packed on one thread, so a given shard set always gives the same
 //! batches. Every shard is hashed as it is read and must match the manifest.
+//!
+//! The training stream starts at a point chosen by the seed offset `ar` sets for repeated
+//! measurements (`AR_SEED_OFFSET`): offset 0 starts at the first document, any other offset
+//! a pseudo-random number of documents into the first shard. Repeated runs of one commit so
+//! see different data orders even if a train file pins its weight seed, while a candidate
+//! and the incumbent measured at the same offset see the same data (paired measurements).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -142,10 +148,19 @@ pub struct ShardDocs {
     group: usize,
     pending: std::collections::VecDeque<String>,
     docs_this_epoch: u64,
+    /// Documents still to skip before the first one is used (the seed-offset start).
+    skip: Option<u64>,
+    offset: u64,
 }
 
 impl ShardDocs {
+    /// Reads `split` from its first document.
     pub fn new(cache: Cache, tokenizer: Arc<Tokenizer>, split: Split) -> Result<Self> {
+        Self::starting(cache, tokenizer, split, 0)
+    }
+
+    /// Reads `split` from a start chosen by `offset` (0: the first document).
+    pub fn starting(cache: Cache, tokenizer: Arc<Tokenizer>, split: Split, offset: u64) -> Result<Self> {
         if cache.shards(split).is_empty() {
             return Err(Error::Loader(format!(
                 "the manifest lists no {split} shards; re-run `ar prepare --profile {}`",
@@ -162,6 +177,8 @@ impl ShardDocs {
             group: 0,
             pending: Default::default(),
             docs_this_epoch: 0,
+            skip: (offset == 0).then_some(0),
+            offset,
         })
     }
 
@@ -169,9 +186,26 @@ impl ShardDocs {
     fn refill(&mut self) -> Result<()> {
         loop {
             if let Some(reader) = &self.reader {
-                if self.group < reader.num_row_groups() {
-                    let docs = reader.row_group(self.group)?;
+                if self.skip.is_none() {
+                    // First shard open: choose how far into it this offset starts.
+                    let rows = reader.num_rows().max(1);
+                    let mix = self.offset.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+                    self.skip = Some(mix % rows);
+                }
+                while self.skip.unwrap_or(0) > 0 && self.group < reader.num_row_groups() {
+                    let rows = reader.group_rows(self.group);
+                    if rows > self.skip.unwrap_or(0) {
+                        break;
+                    }
+                    self.skip = self.skip.map(|s| s - rows);
                     self.group += 1;
+                }
+                if self.group < reader.num_row_groups() {
+                    let mut docs = reader.row_group(self.group)?;
+                    self.group += 1;
+                    let drop = (self.skip.unwrap_or(0) as usize).min(docs.len());
+                    docs.drain(..drop);
+                    self.skip = Some(0);
                     self.docs_this_epoch += docs.len() as u64;
                     self.pending.extend(docs);
                     if !self.pending.is_empty() {
@@ -231,7 +265,9 @@ impl Loader {
         if batch == 0 || seq == 0 {
             return Err(Error::Loader(format!("batch {batch} × seq {seq}: both must be positive")));
         }
-        let source = ShardDocs::new(cache.clone(), tokenizer.clone(), split)?;
+        // Training data starts where the seed offset says; val and test always at the start.
+        let offset = if split == Split::Train { crate::seed_offset() } else { 0 };
+        let source = ShardDocs::starting(cache.clone(), tokenizer.clone(), split, offset)?;
         let (tx, rx) = sync_channel(PREFETCH);
         std::thread::Builder::new()
             .name(format!("loader-{split}"))

@@ -9,6 +9,35 @@
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::budget::Budget;
+
+/// How a trained model is scored (see `prepare::scorer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scoring {
+    /// The model returns every logit; `ar` computes every log-probability itself.
+    Full,
+    /// The model commits per-token log-probabilities; `ar` then asks a fresh process for the
+    /// full logits of a random sample of rows and recomputes them.
+    Audited,
+}
+
+impl Scoring {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scoring::Full => "full",
+            Scoring::Audited => "audited",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Scoring, Error> {
+        match text {
+            "full" => Ok(Scoring::Full),
+            "audited" => Ok(Scoring::Audited),
+            other => Err(Error::Eval(format!("scoring '{other}': use full or audited"))),
+        }
+    }
+}
 
 /// Environment variable naming the active profile.
 pub const PROFILE_ENV: &str = "AR_PROFILE";
@@ -23,8 +52,22 @@ pub struct Profile {
     pub name: &'static str,
     /// Context length of training and evaluation rows (the original's MAX_SEQ_LEN).
     pub max_seq_len: usize,
-    /// Training wall-clock budget in seconds, excluding the first warm-up steps.
+    /// Training wall-clock budget in seconds, excluding the first warm-up steps (the
+    /// default budget, `time:<secs>s`; a session may choose a fixed-work budget instead).
     pub time_budget_secs: f64,
+    /// Optimizer steps at the start of a run left off the clock under a time budget (the
+    /// original's 11: `if step > 10` on its 0-based step): compilation and warm-up.
+    pub warmup_steps: usize,
+    /// The budget a session gets unless it chooses another (`time:` TIME_BUDGET for the
+    /// profiles that mirror the original; a fixed-work budget where the result must not
+    /// depend on how busy the machine is).
+    pub budget: Budget,
+    /// Seconds a training run may take beyond a time budget (start-up, the warm-up steps,
+    /// writing the checkpoint) before `ar` kills it as `overtime`.
+    pub startup_allowance_secs: f64,
+    /// How `ar` scores a trained model: every logit, or committed log-probabilities audited
+    /// on a random sample of rows (for profiles whose logits are too large to move).
+    pub scoring: Scoring,
     /// Number of validation tokens `evaluate_bpb` scores (and the same for test).
     pub eval_tokens: usize,
     /// Tokenizer vocabulary size, special tokens included.
@@ -44,6 +87,10 @@ pub const H100: Profile = Profile {
     name: "h100",
     max_seq_len: 2048,
     time_budget_secs: 300.0,
+    warmup_steps: 11,
+    budget: Budget::Time { secs: 300.0 },
+    startup_allowance_secs: 120.0,
+    scoring: Scoring::Audited,
     eval_tokens: 40 * 524_288,
     vocab_size: 8192,
     default_source: "climbmix",
@@ -57,6 +104,10 @@ pub const CPU: Profile = Profile {
     name: "cpu",
     max_seq_len: 256,
     time_budget_secs: 300.0,
+    warmup_steps: 11,
+    budget: Budget::Time { secs: 300.0 },
+    startup_allowance_secs: 60.0,
+    scoring: Scoring::Full,
     eval_tokens: 1 << 17,
     vocab_size: 4096,
     default_source: "tinystories",
@@ -70,6 +121,10 @@ pub const SMOKE: Profile = Profile {
     name: "smoke",
     max_seq_len: 64,
     time_budget_secs: 4.0,
+    warmup_steps: 11,
+    budget: Budget::Time { secs: 4.0 },
+    startup_allowance_secs: 20.0,
+    scoring: Scoring::Full,
     eval_tokens: 1 << 12,
     vocab_size: 512,
     default_source: "synthetic",
@@ -78,11 +133,17 @@ pub const SMOKE: Profile = Profile {
     purpose: "seconds-long runs for tests, on the synthetic corpus",
 };
 
-/// `ar demo`: a handful of experiments end to end in a few minutes on a laptop CPU.
+/// `ar demo`: a handful of experiments end to end in a few minutes on a laptop CPU. Its
+/// budget is fixed work (tokens), not time: on a laptop that does other things, a time
+/// budget's step count varies with the load and drowns the effects the demo shows.
 pub const DEMO: Profile = Profile {
     name: "demo",
     max_seq_len: 128,
     time_budget_secs: 15.0,
+    warmup_steps: 11,
+    budget: Budget::Tokens { tokens: 24 * 4096 },
+    startup_allowance_secs: 30.0,
+    scoring: Scoring::Full,
     eval_tokens: 1 << 14,
     vocab_size: 1024,
     default_source: "synthetic",
@@ -111,15 +172,30 @@ impl Profile {
         }
     }
 
+    /// The budget a session gets unless it chooses another.
+    pub fn default_budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Rows `ar` scores per split: exactly EVAL_TOKENS / MAX_SEQ_LEN, whatever batch size the
+    /// train file uses (a batch size that does not divide it must not change the rows).
+    pub fn eval_rows(&self) -> usize {
+        self.eval_tokens / self.max_seq_len
+    }
+
     /// A short hash of every constant, so a changed constant can never pass as the old
     /// profile: the manifest and every result record carry it.
     pub fn hash(&self) -> String {
         let canonical = format!(
-            "name={};max_seq_len={};time_budget_secs={};eval_tokens={};vocab_size={};\
-             tokenizer_max_chars={};tokenizer_doc_cap={}",
+            "name={};max_seq_len={};time_budget_secs={};warmup_steps={};startup_allowance_secs={};\
+             scoring={};budget={};eval_tokens={};vocab_size={};tokenizer_max_chars={};tokenizer_doc_cap={}",
             self.name,
             self.max_seq_len,
             self.time_budget_secs,
+            self.warmup_steps,
+            self.startup_allowance_secs,
+            self.scoring.name(),
+            self.budget,
             self.eval_tokens,
             self.vocab_size,
             self.tokenizer_max_chars,
@@ -131,7 +207,7 @@ impl Profile {
 }
 
 /// Lower-case hex of a byte slice.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
         let _ = write!(s, "{b:02x}");

@@ -1,7 +1,7 @@
 //! The metric on a case computed by hand, with multi-byte tokens and a special token.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use prepare::eval::{BpbAccumulator, eval_steps};
+use prepare::eval::BpbAccumulator;
 
 /// Vocabulary of 4: token 0 is 1 byte, token 1 is 2 bytes (say "é"), token 2 is 3 bytes
 /// (say "你"), token 3 is a special token (0 bytes, masked out).
@@ -58,7 +58,9 @@ fn test_wrong_logit_shape_is_refused() {
 }
 
 #[test]
-fn test_eval_steps_refuses_a_batch_larger_than_the_eval() {
-    assert_eq!(eval_steps(1 << 17, 16, 256).unwrap(), 32);
-    assert!(eval_steps(1000, 4, 256).is_err());
+fn test_the_scored_rows_are_eval_tokens_over_the_context_whatever_the_batch() {
+    for p in prepare::profile::ALL {
+        assert_eq!(p.eval_rows() * p.max_seq_len, p.eval_tokens, "{}", p.name);
+    }
+    assert_eq!(prepare::profile::CPU.eval_rows(), 512);
 }

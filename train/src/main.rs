@@ -1,16 +1,25 @@
 //! FILE 2 — the train program. Single file, single device, read top to bottom.
 //!
-//! A GPT pretrained for a fixed wall-clock budget, then scored in validation bits per byte.
+//! A GPT pretrained for a fixed budget (wall-clock time by default, or tokens or FLOPs),
+//! then scored in validation bits per byte — by `ar`, not by this program.
 //! Rebuilt in Rust on burn from Karpathy's autoresearch `train.py` (itself cherry-picked
 //! from nanochat): same model, same Muon + AdamW optimizer, same schedules.
 //!
 //! Fair game (this is the file the agent edits): the model, the optimizer, the
 //! hyperparameters, the loop, the batch size, the precision — anything in this file.
-//! Fixed (imported, never edited): everything in `prepare` — the time budget, the context
-//! length, the data and the tokenizer, the loader, `evaluate_bpb` (the metric) and the
-//! result record; the fused ops in `kernels`; this crate's Cargo.toml.
+//! Fixed (imported, never edited): everything in `prepare` — the budget and its warm-up
+//! steps, the context length, the data and the tokenizer, the loader, the checkpoint and
+//! serving format, the scorer (the metric) and the result record; the fused ops in
+//! `kernels`; this crate's Cargo.toml.
 //!
-//! Run: `ar train` (builds in release, runs like the original's `uv run train.py`).
+//! How a run is scored: training ends by writing the model's parameters (a checkpoint) and
+//! the training statistics. `ar` then starts this binary again with `AR_SERVE` set, in a
+//! sandbox that can neither write nor read the data; `serve` rebuilds the model and answers
+//! `ar`'s queries with logits. `ar` computes val_bpb from them itself and probes the answers
+//! (a model whose output at position t depends on token t+1, or on the other rows of its
+//! batch, or that changes while it is scored, gets no score: crash class `leak`).
+//!
+//! Run: `ar train` (builds in release, trains, scores — like the original's `uv run train.py`).
 //! Items marked `pub(crate)` are also driven by `ar bench train` (src/bin/bench.rs), which
 //! times this file's training step against the PyTorch peer.
 
@@ -21,7 +30,7 @@ use std::time::Instant;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use prepare::hardware::{Hardware, peak_rss_mb};
-use prepare::{Cache, Loader, Split, Tokenizer, TrainStats, evaluate_bpb};
+use prepare::{Budget, Cache, Checkpoint, Loader, Spent, Split, Tokenizer, TrainStats};
 
 // ---------------------------------------------------------------------------------------
 // Fused ops (the fixed `kernels` crate: hand-written forward and backward on the CPU,
@@ -259,7 +268,7 @@ impl Gpt {
     }
 
     /// Soft-capped logits [B, T, vocab] for evaluation.
-    fn eval_logits(&self, idx: Tensor<2, Int>) -> Tensor<3> {
+    pub(crate) fn eval_logits(&self, idx: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = idx.dims();
         let logits = self.forward(idx);
         logits.div_scalar(SOFTCAP).tanh().mul_scalar(SOFTCAP).reshape([b, t, self.config.vocab_size])
@@ -300,37 +309,47 @@ impl Gpt {
         self
     }
 
-    /// A copy whose parameters carry no autodiff (shares storage; for evaluation).
-    fn frozen(&self) -> Gpt {
-        let mut copy = Gpt {
-            config: self.config.clone(),
-            precision: self.precision,
-            windows: self.windows.clone(),
-            wte: self.wte.clone(),
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| Block {
-                    c_q: b.c_q.clone(),
-                    c_k: b.c_k.clone(),
-                    c_v: b.c_v.clone(),
-                    c_proj: b.c_proj.clone(),
-                    c_fc: b.c_fc.clone(),
-                    mlp_proj: b.mlp_proj.clone(),
-                    ve_gate: b.ve_gate.clone(),
-                })
-                .collect(),
-            lm_head: self.lm_head.clone(),
-            resid_lambdas: self.resid_lambdas.clone(),
-            x0_lambdas: self.x0_lambdas.clone(),
-            value_embeds: self.value_embeds.clone(),
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
-        };
-        for (_, p) in copy.params_mut() {
-            *p = p.clone().inner();
+    /// The trained parameters and the config needed to rebuild the model, for scoring.
+    fn checkpoint(&mut self) -> prepare::Result<Checkpoint> {
+        let mut ck = Checkpoint::new();
+        let c = &self.config;
+        ck.set("sequence_len", c.sequence_len);
+        ck.set("vocab_size", c.vocab_size);
+        ck.set("n_layer", c.n_layer);
+        ck.set("n_head", c.n_head);
+        ck.set("n_kv_head", c.n_kv_head);
+        ck.set("n_embd", c.n_embd);
+        ck.set("window_pattern", c.window_pattern);
+        for (i, (_, p)) in self.params_mut().into_iter().enumerate() {
+            ck.push(&format!("p{i}"), &p.clone().inner())?;
         }
-        copy
+        Ok(ck)
+    }
+
+    /// The model of a checkpoint, on `device`, without autodiff (for serving logits).
+    pub(crate) fn from_checkpoint(ck: &Checkpoint, device: &Device) -> prepare::Result<Gpt> {
+        let pattern: String = ck.get("window_pattern")?;
+        let config = GptConfig {
+            sequence_len: ck.get("sequence_len")?,
+            vocab_size: ck.get("vocab_size")?,
+            n_layer: ck.get("n_layer")?,
+            n_head: ck.get("n_head")?,
+            n_kv_head: ck.get("n_kv_head")?,
+            n_embd: ck.get("n_embd")?,
+            window_pattern: Box::leak(pattern.into_boxed_str()),
+        };
+        let mut model = Gpt::new(config, device, 0);
+        for (i, (_, p)) in model.params_mut().into_iter().enumerate() {
+            let loaded: Tensor<2> = ck.tensor(i, device)?;
+            if loaded.dims() != p.dims() {
+                return Err(prepare::Error::Checkpoint {
+                    what: format!("tensor p{i}"),
+                    reason: format!("shape {:?}, the model expects {:?}", loaded.dims(), p.dims()),
+                });
+            }
+            *p = loaded;
+        }
+        Ok(model)
     }
 
     /// Parameter counts as the original's `num_scaling_params`.
@@ -607,12 +626,12 @@ const WARMDOWN_RATIO: f64 = 0.5; // fraction of the budget for LR warm-down     
 const FINAL_LR_FRAC: f64 = 0.0; // final LR as a fraction of the initial              0.0
 
 // Run
-const SEED: u64 = 42; // weights (ar offsets it for repeated runs); data order is fixed  42
-const WARMUP_STEPS: usize = 10; // first steps left off the clock (compile, warm-up)    10
+const SEED: u64 = 42; // weights; ar offsets it per measurement (and the data order)    42
 const LOG_EVERY: usize = 10; // steps between loss read-outs (each one syncs the device)  1
+// (The warm-up steps left off the clock are the profile's, fixed: `profile.warmup_steps`.)
 
 // ---------------------------------------------------------------------------------------
-// Schedules (all on progress = training time / TIME_BUDGET)
+// Schedules (all on progress = the fraction of the budget spent, from prepare's Budget)
 // ---------------------------------------------------------------------------------------
 
 pub(crate) fn lr_multiplier(progress: f64) -> f64 {
@@ -701,23 +720,30 @@ fn cuda_name() -> String {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    // `ar` starts this binary twice: to train, then (with AR_SERVE set) to serve the trained
+    // model's logits to its scorer.
+    let result = match prepare::serve::request() {
+        Some(request) => serve(request),
+        None => train(),
+    };
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(2);
     }
 }
 
-fn run() -> prepare::Result<()> {
+fn train() -> prepare::Result<()> {
     let t_start = Instant::now();
     let (device, device_name, gpu) = pick_device();
     let seed = prepare::seed(SEED);
     device.seed(seed);
     let cache = Cache::open_active()?;
     let profile = cache.profile;
+    let budget = Budget::active(profile)?;
     let tokenizer = Arc::new(Tokenizer::load(&cache)?);
     let vocab_size = tokenizer.vocab_size();
     println!("Profile: {} | data: {} | device: {device_name}", profile.name, cache.data_label());
-    println!("Vocab size: {vocab_size}");
+    println!("Vocab size: {vocab_size} | budget: {budget}");
 
     let base_dim = DEPTH * ASPECT_RATIO;
     let model_dim = base_dim.div_ceil(HEAD_DIM) * HEAD_DIM;
@@ -736,19 +762,22 @@ fn run() -> prepare::Result<()> {
     let flops_per_token = model.estimate_flops();
     println!("Parameters: {num_params} | FLOPs per token: {flops_per_token:e}");
 
-    let tokens_per_fwdbwd = DEVICE_BATCH_SIZE * profile.max_seq_len;
-    assert!(
-        TOTAL_BATCH_SIZE % tokens_per_fwdbwd == 0,
-        "TOTAL_BATCH_SIZE must be a multiple of DEVICE_BATCH_SIZE × MAX_SEQ_LEN = {tokens_per_fwdbwd}"
-    );
-    let grad_accum_steps = TOTAL_BATCH_SIZE / tokens_per_fwdbwd;
+    // Rows per forward/backward: DEVICE_BATCH_SIZE, fewer when one optimizer step holds fewer
+    // tokens than that (the h100 profile's 2048-token rows); whole micro-batches per step.
+    let device_batch = DEVICE_BATCH_SIZE.min((TOTAL_BATCH_SIZE / profile.max_seq_len).max(1));
+    let tokens_per_fwdbwd = device_batch * profile.max_seq_len;
+    let grad_accum_steps = (TOTAL_BATCH_SIZE / tokens_per_fwdbwd).max(1);
+    let tokens_per_step = grad_accum_steps * tokens_per_fwdbwd;
     let mut optimizer = MuonAdamW::new(&mut model);
-    let mut train_loader =
-        Loader::new(&cache, &tokenizer, DEVICE_BATCH_SIZE, profile.max_seq_len, Split::Train)?;
+    let mut train_loader = Loader::new(&cache, &tokenizer, device_batch, profile.max_seq_len, Split::Train)?;
     let mut batch = train_loader.next_batch()?;
     let hardware = Hardware::detect(gpu.clone());
     let peak_flops = hardware.peak_flops(false);
-    println!("Time budget: {}s | gradient accumulation steps: {grad_accum_steps}", profile.time_budget_secs);
+    let warmup = profile.warmup_steps;
+    println!(
+        "Batch: {device_batch} × {} tokens × {grad_accum_steps} accumulation = {tokens_per_step} tokens per step",
+        profile.max_seq_len
+    );
 
     // -----------------------------------------------------------------------------------
     // Training loop
@@ -756,6 +785,7 @@ fn run() -> prepare::Result<()> {
     let interactive = std::io::stdout().is_terminal();
     let t_start_training = Instant::now();
     let mut total_training_time = 0.0f64;
+    let mut spent = Spent::default();
     let mut ema = 0.0f64;
     let mut readouts = 0i32;
     let mut step = 0usize;
@@ -771,7 +801,10 @@ fn run() -> prepare::Result<()> {
             },
             grad_accum_steps,
         )?;
-        let progress = (total_training_time / profile.time_budget_secs).min(1.0);
+        // Progress moves every step: the host clock since the last sync stands in for the
+        // steps not yet synced (time budget); tokens and FLOPs are counted exactly.
+        let unsynced = if step >= warmup { last_sync.elapsed().as_secs_f64() } else { 0.0 };
+        let progress = budget.progress(&Spent { training_seconds: total_training_time + unsynced, ..spent });
         let knobs = StepKnobs {
             lr_multiplier: lr_multiplier(progress),
             muon_momentum: muon_momentum(step),
@@ -780,13 +813,17 @@ fn run() -> prepare::Result<()> {
         optimizer.step(&mut model, grads, &knobs);
         step += 1;
         steps_since_sync += 1;
+        spent.tokens += tokens_per_step as u64;
+        spent.flops += flops_per_token * tokens_per_step as f64;
 
-        // The budget is checked every step on the host clock; the loss is read (a device
-        // sync) only every LOG_EVERY steps, every warm-up step, and when the budget looks
-        // spent, so the clock is re-anchored to a true step boundary before stopping.
+        // The budget is checked every step; the loss is read (a device sync) only every
+        // LOG_EVERY steps, every warm-up step, and when the budget looks spent, so the clock
+        // is re-anchored to a true step boundary before stopping. Under a time budget the
+        // first `warmup` steps are off the clock (the original's 11).
         let unsynced = last_sync.elapsed().as_secs_f64();
-        let budget_spent = step > WARMUP_STEPS && total_training_time + unsynced >= profile.time_budget_secs;
-        if step <= WARMUP_STEPS || steps_since_sync >= LOG_EVERY || budget_spent {
+        let looks_spent =
+            step > warmup && budget.spent(&Spent { training_seconds: total_training_time + unsynced, ..spent });
+        if step <= warmup || steps_since_sync >= LOG_EVERY || looks_spent {
             let loss_f = loss_value.into_scalar::<f32>() as f64;
             if loss_f.is_nan() || loss_f > 100.0 {
                 println!();
@@ -796,23 +833,23 @@ fn run() -> prepare::Result<()> {
             let now = Instant::now();
             let window = now.duration_since(last_sync).as_secs_f64();
             let dt = window / steps_since_sync as f64;
-            if step > WARMUP_STEPS {
+            if step > warmup {
                 // Only the steps after the warm-up count; the first counted step's share
                 // of a window that straddles the boundary is pro-rated.
-                let counted = (step - WARMUP_STEPS).min(steps_since_sync);
+                let counted = (step - warmup).min(steps_since_sync);
                 total_training_time += dt * counted as f64;
             }
+            spent.training_seconds = total_training_time;
             last_sync = now;
             steps_since_sync = 0;
             readouts += 1;
             ema = 0.9 * ema + 0.1 * loss_f;
             let smooth_loss = ema / (1.0 - 0.9f64.powi(readouts));
-            let tok_per_sec = TOTAL_BATCH_SIZE as f64 / dt;
+            let tok_per_sec = tokens_per_step as f64 / dt;
             let mfu = 100.0 * flops_per_token * tok_per_sec / peak_flops;
-            let remaining = (profile.time_budget_secs - total_training_time).max(0.0);
             let line = format!(
-                "step {step:05} ({:.1}%) | loss: {smooth_loss:.6} | lrm: {:.2} | dt: {:.0}ms | tok/sec: {:.0} | mfu: {mfu:.1}% | epoch: {} | remaining: {remaining:.0}s",
-                100.0 * progress,
+                "step {step:05} ({:.1}%) | loss: {smooth_loss:.6} | lrm: {:.2} | dt: {:.0}ms | tok/sec: {:.0} | mfu: {mfu:.1}% | epoch: {}",
+                100.0 * budget.progress(&spent),
                 knobs.lr_multiplier,
                 dt * 1000.0,
                 tok_per_sec,
@@ -824,7 +861,7 @@ fn run() -> prepare::Result<()> {
                 println!("{line}");
             }
             let _ = std::io::stdout().flush();
-            if step > WARMUP_STEPS && total_training_time >= profile.time_budget_secs {
+            if step > warmup && budget.spent(&spent) {
                 break;
             }
         }
@@ -834,40 +871,24 @@ fn run() -> prepare::Result<()> {
         + t_start_training.duration_since(t_start).as_secs_f64();
 
     // -----------------------------------------------------------------------------------
-    // Evaluation: val (the metric) and test (held out, reported only)
+    // Summary: the checkpoint ar scores, and what this program says about its training
     // -----------------------------------------------------------------------------------
-    let t_eval = Instant::now();
-    let frozen = model.frozen();
-    let inference = device.clone().inner();
-    let val_bpb = evaluate_bpb(&cache, &tokenizer, DEVICE_BATCH_SIZE, Split::Val, &inference, |x| {
-        frozen.eval_logits(x)
-    })?;
-    let test_bpb = evaluate_bpb(&cache, &tokenizer, DEVICE_BATCH_SIZE, Split::Test, &inference, |x| {
-        frozen.eval_logits(x)
-    })?;
-    let eval_seconds = t_eval.elapsed().as_secs_f64();
-
-    // -----------------------------------------------------------------------------------
-    // Summary: the record and the `---` block, both produced by prepare
-    // -----------------------------------------------------------------------------------
-    let steady_steps = step.saturating_sub(WARMUP_STEPS) as f64;
+    let steady_steps = step.saturating_sub(warmup) as f64;
     let mfu_percent = if total_training_time > 0.0 {
-        100.0 * flops_per_token * TOTAL_BATCH_SIZE as f64 * steady_steps / total_training_time / peak_flops
+        100.0 * flops_per_token * tokens_per_step as f64 * steady_steps / total_training_time / peak_flops
     } else {
         0.0
     };
-    prepare::report::finish(
+    let checkpoint = model.checkpoint()?;
+    prepare::finish_training(
         &cache,
         TrainStats {
-            val_bpb,
-            test_bpb: Some(test_bpb),
             training_seconds: total_training_time,
             total_seconds: t_start.elapsed().as_secs_f64(),
             compile_seconds,
-            eval_seconds,
             peak_mem_mb: peak_rss_mb(),
             mfu_percent,
-            total_tokens: (step * TOTAL_BATCH_SIZE) as u64,
+            total_tokens: spent.tokens,
             num_steps: step as u64,
             num_params: num_params as u64,
             depth: DEPTH,
@@ -875,8 +896,25 @@ fn run() -> prepare::Result<()> {
             gpu,
             precision: "f32".to_string(),
             seed,
-            train_sha256: env!("AR_TRAIN_SHA256").to_string(),
+            budget: budget.to_string(),
+            ..TrainStats::default()
         },
-    )?;
-    Ok(())
+        &checkpoint,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving: the trained model answers ar's scorer with logits
+// ---------------------------------------------------------------------------------------
+
+/// The scoring phase: rebuilds the model from the checkpoint `ar` hands over and answers
+/// its queries (rows of token ids it chose) with logits, at most DEVICE_BATCH_SIZE rows at a
+/// time. The metric is computed by `ar`; this process cannot write or read the data.
+fn serve(request: prepare::Result<prepare::serve::Request>) -> prepare::Result<()> {
+    let mut request = request?;
+    let (device, _, _) = pick_device();
+    let inference = device.inner();
+    let checkpoint = request.checkpoint()?;
+    let model = Gpt::from_checkpoint(&checkpoint, &inference)?;
+    request.serve(&inference, DEVICE_BATCH_SIZE, |x| model.eval_logits(x))
 }

@@ -45,7 +45,7 @@ fn symmetric_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
 
 fn singular_values(x: &Tensor<2>) -> Vec<f64> {
     let [r, c] = x.dims();
-    let v: Vec<f32> = x.clone().into_data().to_vec().unwrap();
+    let v: Vec<f32> = x.clone().into_data().try_to_vec().unwrap();
     let small = r.min(c);
     let gram: Vec<Vec<f64>> = (0..small)
         .map(|i| {

@@ -27,7 +27,7 @@
 
 mod support;
 
-use support::{losses, train_on};
+use support::{losses, serve_and_score, train_on};
 
 /// The `#[cube]` kernels a training step must launch on wgpu (their first-launch lines).
 const CUBE_KERNELS: [&str; 10] = [
@@ -52,7 +52,7 @@ fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
     let gpu = train_on("wgpu", "wgpu");
     assert!(cpu.stdout.contains("device: flex (cpu)"), "{}", cpu.stdout);
     assert!(gpu.stdout.contains("device: wgpu"), "the run fell back from wgpu:\n{}", gpu.stdout);
-    assert!(gpu.record.device.contains("wgpu"), "the record names the device: {}", gpu.record.device);
+    assert!(gpu.stats.device.contains("wgpu"), "the statistics name the device: {}", gpu.stats.device);
     for kernel in CUBE_KERNELS {
         let line = format!("kernels: #[cube] {kernel} runs on");
         assert!(gpu.stderr.contains(&line), "the wgpu run did not use the cube kernel `{kernel}`:\n{}", gpu.stderr);
@@ -67,6 +67,8 @@ fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
     // wgpu trains: over the ten warm-up steps the loss falls well below ln(vocab).
     let last_b = b[9].1;
     assert!(last_b < first_b - 1.5, "the wgpu loss falls: {first_b} → {last_b}\n{}", gpu.stdout);
-    let (va, vb) = (cpu.record.val_bpb, gpu.record.val_bpb);
+    // Each served on its own device and scored by the trusted scorer.
+    let va = serve_and_score(&cpu.checkpoint, "cpu").bpb(prepare::Split::Val).unwrap();
+    let vb = serve_and_score(&gpu.checkpoint, "wgpu").bpb(prepare::Split::Val).unwrap();
     assert!(vb.is_finite() && vb > 0.0 && vb < 2.0 * va, "val_bpb: cpu {va}, wgpu {vb}");
 }

@@ -40,6 +40,8 @@ pub struct CommandAgent {
     retries: u32,
     log_dir: Option<PathBuf>,
     echo: bool,
+    /// The sandbox the command runs in, and its private scratch directory.
+    confine: Option<(super::confine::AgentConfinement, tempfile::TempDir)>,
 }
 
 /// One run of the command.
@@ -59,6 +61,9 @@ impl CommandAgent {
             retries: opts.retries,
             log_dir: opts.log_dir.clone(),
             echo: opts.echo,
+            confine: opts.confine.clone().and_then(|c| {
+                tempfile::Builder::new().prefix("ar-agent-").tempdir().ok().map(|dir| (c, dir))
+            }),
         }
     }
 
@@ -83,6 +88,17 @@ impl CommandAgent {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
+        }
+        if let Some((confine, scratch)) = &self.confine {
+            cmd.env("TMPDIR", scratch.path());
+            let report = crate::sandbox::apply(&mut cmd, &confine.policy(scratch.path()));
+            if !report.filesystem.is_enforced() || !report.filesystem_read.is_enforced() {
+                anyhow::bail!(
+                    "the agent cannot be confined on this kernel ({}); run with --agent-unconfined to let it run \
+                     with all of your rights",
+                    report.gaps().join("; ")
+                );
+            }
         }
         let mut child = cmd
             .spawn()
@@ -201,6 +217,27 @@ fn outside_changes(repo: &Path, before: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
+/// What a turn that answered in text but edited nothing probably lacked, per agent CLI.
+pub fn permission_hint(command: &str) -> String {
+    let first = command.split_whitespace().next().unwrap_or("");
+    let name = first.rsplit('/').next().unwrap_or(first);
+    match name {
+        "claude" if !command.contains("--permission-mode") && !command.contains("--allowedTools") => {
+            "the agent answered but edited nothing: in print mode Claude Code refuses edits that would prompt; \
+             run it as 'cmd:claude -p --permission-mode acceptEdits'"
+                .to_string()
+        }
+        "codex" if !command.contains("--sandbox") && !command.contains("--full-auto") => {
+            "the agent answered but edited nothing: `codex exec` is read-only by default; run it as \
+             'cmd:codex exec --sandbox workspace-write -'"
+                .to_string()
+        }
+        _ => "the agent answered but edited nothing: check that it is allowed to edit files without asking \
+              (its permission or approval settings)"
+            .to_string(),
+    }
+}
+
 /// The last `n` non-empty lines of `text`, on one line.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -256,7 +293,11 @@ impl Agent for CommandAgent {
                 Some(_) if after.is_none() => format!("{TRAIN_FILE} was deleted; edit it in place instead"),
                 Some(_) if !changed => {
                     last_unchanged = true;
-                    format!("{TRAIN_FILE} was left unchanged; this turn must edit it")
+                    let mut note = format!("{TRAIN_FILE} was left unchanged; this turn must edit it");
+                    if !ran.stdout.trim().is_empty() {
+                        note.push_str(&format!(" ({})", permission_hint(&self.command)));
+                    }
+                    note
                 }
                 Some(_) => {
                     let new = String::from_utf8_lossy(after.as_deref().unwrap_or_default()).into_owned();

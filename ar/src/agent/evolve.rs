@@ -37,9 +37,8 @@
 //! powers of two (DEPTH as a small integer, ASPECT_RATIO as a multiple of 8 on a log
 //! scale), betas as log(1−β), schedule ratios linear in [0, 1], WINDOW_PATTERN as a
 //! categorical over patterns that tile the layers (the last layer is always full
-//! attention). Not searched: SEED (tuning it fits noise), WARMUP_STEPS (those steps are
-//! off the clock: raising it buys free training time) and LOG_EVERY (only moves sync
-//! points). Float consts an agent adds to the section are searched generically; integer
+//! attention). Not searched: SEED (tuning it fits noise) and LOG_EVERY (only moves sync
+//! points); the warm-up steps left off the clock are the profile's, not the file's. Float consts an agent adds to the section are searched generically; integer
 //! ones are left alone (they may be structural). TOTAL_BATCH_SIZE stays a multiple of
 //! DEVICE_BATCH_SIZE × MAX_SEQ_LEN (the profile's context length) and warm-up plus
 //! warm-down stays within the budget: a proposal that breaks either is repaired.
@@ -67,8 +66,6 @@ const N_CANDIDATES: usize = 64;
 const SAMPLES_PER_DIM: usize = 24;
 /// Weight of the prior component in each density (one observation's worth).
 const PRIOR_WEIGHT: f64 = 1.0;
-/// Most dials changed in one proposal.
-const MAX_CHANGES: usize = 3;
 /// Every dimension's share of attention, as a fraction of the most sensitive one's.
 const SENSITIVITY_FLOOR: f64 = 0.1;
 
@@ -115,7 +112,7 @@ pub enum DimKind {
 /// Patterns WINDOW_PATTERN may take: S = half-context window, L = full; tiled over layers.
 pub const WINDOW_PATTERNS: [&str; 5] = ["L", "SL", "SSL", "SSSL", "SSSSL"];
 
-const NOT_SEARCHED: [&str; 3] = ["SEED", "WARMUP_STEPS", "LOG_EVERY"];
+const NOT_SEARCHED: [&str; 2] = ["SEED", "LOG_EVERY"];
 
 fn numeric(scale: Scale, lo: f64, hi: f64, sigma: f64, step: f64) -> DimKind {
     DimKind::Numeric { scale, lo, hi, sigma, step }
@@ -313,8 +310,12 @@ pub fn decided(events: &[Event]) -> Vec<Run> {
             }
             Event::Decided { id, decision, .. } => {
                 let Some(commit) = commits.get(id) else { continue };
+                // A paired decision scores the candidate as the incumbent's mean plus the
+                // mean paired difference: the seed noise the pairs cancel stays out of the
+                // model, and every candidate is on the scale of the incumbent it was tried on.
+                let paired = decision.evidence.as_ref().and(decision.best_before).zip(decision.delta).map(|(b, d)| b + d);
                 let score = match decision.status {
-                    Status::Keep | Status::Discard => match decision.val_bpb {
+                    Status::Keep | Status::Discard => match paired.or(decision.val_bpb) {
                         Some(v) if v.is_finite() => Some(v),
                         _ => continue,
                     },
@@ -565,6 +566,50 @@ pub fn propose(
     Ok(Proposal { changes, description: format!("evolve: {}", shown.join(", ")), hypothesis })
 }
 
+/// Random search over the same space, for comparison (`--agent random`): 1–2 dials of the
+/// incumbent, each set to a value drawn uniformly over its range; nothing is learnt.
+pub fn propose_random(source: &str, history: &[Observation], seed: u64, number: u64, max_seq_len: usize) -> Result<Proposal> {
+    let consts = hyperparams::parse(source)?;
+    let current = config_of(&consts);
+    let dims = space(&current);
+    if dims.is_empty() {
+        bail!("the HYPERPARAMETERS section of {TRAIN_FILE} has no dial to search");
+    }
+    let mut rng = Rng::new(fingerprint(seed ^ 0x5eed_0f_7a4d, number, history));
+    let observed: HashSet<String> = history.iter().map(|o| key_of(&o.config)).collect();
+    for _ in 0..N_CANDIDATES {
+        let mut cand = current.clone();
+        for _ in 0..1 + rng.below(2) {
+            let d = &dims[rng.below(dims.len())];
+            let v = match &d.kind {
+                DimKind::Numeric { scale, lo, hi, .. } => {
+                    let (tlo, thi) = t_bounds(*scale, *lo, *hi);
+                    P::Num(quantize(&d.kind, from_t(*scale, tlo + (thi - tlo) * rng.f64())))
+                }
+                DimKind::Choice(options) => P::Cat(options[rng.below(options.len())].clone()),
+            };
+            cand.insert(d.key.clone(), v);
+        }
+        repair(&mut cand, &current, max_seq_len);
+        if cand != current && !observed.contains(&key_of(&cand)) {
+            let changes = changes_of(&consts, &cand);
+            let shown: Vec<String> = changes
+                .iter()
+                .map(|(name, v)| {
+                    let old = &consts.iter().find(|c| &c.name == name).expect("changed consts exist").value;
+                    format!("{name} {old}→{v}")
+                })
+                .collect();
+            return Ok(Proposal {
+                changes,
+                description: format!("random: {}", shown.join(", ")),
+                hypothesis: "random search (the baseline a learning proposer must beat)".into(),
+            });
+        }
+    }
+    bail!("random search found no untried change")
+}
+
 /// The best of SAMPLES_PER_DIM draws from l that differ from the current value, by l/g
 /// gain over it.
 fn best_value(d: &Dim, m: &Model, current: &P, rng: &mut Rng) -> Option<(P, f64)> {
@@ -791,9 +836,18 @@ pub struct Evolve {
     max_seq_len: usize,
     reader: CommitReader,
     cache: HashMap<String, Option<Config>>,
+    /// Random search instead of the learning proposer (for comparisons).
+    random: bool,
 }
 
 impl Evolve {
+    /// `--agent random`: the same space, searched uniformly.
+    pub fn random(opts: &AgentOptions) -> Result<Evolve> {
+        let mut e = Evolve::new(opts)?;
+        e.random = true;
+        Ok(e)
+    }
+
     /// Reads commits with `git show`; MAX_SEQ_LEN from the options or the active profile.
     pub fn new(opts: &AgentOptions) -> Result<Evolve> {
         let max_seq_len = match opts.max_seq_len {
@@ -805,7 +859,7 @@ impl Evolve {
 
     /// With an explicit commit reader (tests simulate a history without git).
     pub fn with_reader(seed: u64, max_seq_len: usize, reader: CommitReader) -> Evolve {
-        Evolve { seed, max_seq_len, reader, cache: HashMap::new() }
+        Evolve { seed, max_seq_len, reader, cache: HashMap::new(), random: false }
     }
 
     /// The configuration at a commit, read once.
@@ -841,13 +895,18 @@ impl Evolve {
 
 impl Agent for Evolve {
     fn name(&self) -> String {
-        "evolve".to_string()
+        if self.random { "random" } else { "evolve" }.to_string()
     }
 
     fn propose(&mut self, turn: &Turn) -> Result<Outcome> {
         let source = read_train(turn.repo)?;
         let history = self.observations(turn.repo, turn.events);
-        let proposal = match propose(&source, &history, self.seed, turn.number, self.max_seq_len) {
+        let proposal = if self.random {
+            propose_random(&source, &history, self.seed, turn.number, self.max_seq_len)
+        } else {
+            propose(&source, &history, self.seed, turn.number, self.max_seq_len)
+        };
+        let proposal = match proposal {
             Ok(p) => p,
             Err(e) => return Ok(Outcome::Failed { detail: format!("{e:#}") }),
         };

@@ -8,7 +8,9 @@
 //! - `openai:URL` — a minimal built-in coding agent over an OpenAI-compatible endpoint;
 //! - `evolve` — built in, no LLM: proposes values for the HYPERPARAMETERS consts.
 
+pub mod broker;
 pub mod command;
+pub mod confine;
 pub mod evolve;
 pub mod hyperparams;
 pub mod openai;
@@ -60,7 +62,7 @@ pub trait Agent {
 /// How the built-in agent checks that its edit compiles before `ar` spends a run on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CheckMode {
-    /// `cargo build --release -p train --bin train` (via `run::build`): the binary the
+    /// `cargo build --release -p train --bin train` (via `exec::build::build`): the binary the
     /// supervisor builds next, so the check costs nothing extra when it passes.
     #[default]
     Build,
@@ -103,6 +105,8 @@ pub struct AgentOptions {
     pub log_dir: Option<PathBuf>,
     /// Echo a `cmd:` agent's output to stderr as it runs.
     pub echo: bool,
+    /// The sandbox a `cmd:` agent runs in (None: unconfined, only with --agent-unconfined).
+    pub confine: Option<confine::AgentConfinement>,
 }
 
 impl Default for AgentOptions {
@@ -121,6 +125,7 @@ impl Default for AgentOptions {
             max_seq_len: None,
             log_dir: None,
             echo: false,
+            confine: None,
         }
     }
 }
@@ -137,6 +142,9 @@ pub fn parse_agent(spec: &str, opts: &AgentOptions) -> Result<Box<dyn Agent>> {
     let spec = spec.trim();
     if spec == "evolve" {
         return Ok(Box::new(evolve::Evolve::new(opts)?));
+    }
+    if spec == "random" {
+        return Ok(Box::new(evolve::Evolve::random(opts)?));
     }
     if let Some(command) = spec.strip_prefix("cmd:") {
         let command = unquote(command.trim());

@@ -27,7 +27,7 @@ use super::prompt::{self, Mode};
 use super::{
     Agent, AgentOptions, CheckMode, Outcome, TRAIN_FILE, Turn, log_transcript, read_train, write_train,
 };
-use crate::run::{BuildSpec, build, first_error};
+use crate::exec::build::{BuildSpec, build, first_error};
 
 /// Longest Retry-After we honour; a server asking for more gets our own backoff.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -45,7 +45,7 @@ impl<F: FnMut(&Path) -> Result<Option<String>>> BuildCheck for F {
     }
 }
 
-/// The release build the supervisor does next (`run::build`): when it passes, the
+/// The release build the supervisor does next (`exec::build::build`): when it passes, the
 /// supervisor's own build is a no-op, so the check is free.
 pub struct CargoBuild {
     pub features: Vec<String>,

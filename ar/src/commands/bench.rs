@@ -5,6 +5,10 @@
 //!   and reports the tokens/s ratio (median and spread), as the peer's README asks.
 //! - `ar bench loader`: tokens/s the packing loader delivers at a profile's shape.
 //! - `ar bench tokenizer`: BPE training time and encoding throughput on a text file.
+//! - `ar bench search`: a whole session with an agent, then the truth about it — the
+//!   verified gain in units of the baseline σ, the keeps that do not hold up on fresh
+//!   seeds (false keeps), experiments per hour and where the time went. The number the
+//!   search itself is improved by.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,7 +20,7 @@ use clap::{Args, Subcommand};
 use prepare::profile::{DEFAULT_PROFILE, Profile};
 use serde_json::Value;
 
-use crate::run::{BuildSpec, build, find_repo};
+use crate::exec::build::{BuildSpec, build, find_repo};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -32,6 +36,8 @@ pub enum BenchWhat {
     Loader(LoaderBench),
     /// BPE training time and encoding throughput.
     Tokenizer(TokenizerBench),
+    /// A whole session, then its verified gain, false keeps and throughput.
+    Search(super::bench_search::SearchBench),
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +95,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchWhat::Train(t) => bench_train(t),
         BenchWhat::Loader(l) => bench_loader(l),
         BenchWhat::Tokenizer(t) => bench_tokenizer(t),
+        BenchWhat::Search(s) => super::bench_search::run(s),
     }
 }
 

@@ -15,7 +15,7 @@ use prepare::profile::DEMO;
 use super::loop_cmd::{LoopArgs, run_loop};
 use super::session_args::SessionArgs;
 use crate::git::Git;
-use crate::run::find_repo;
+use crate::exec::build::find_repo;
 use crate::ui::Bars;
 
 #[derive(Debug, Args)]
@@ -58,18 +58,25 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         agent_timeout: 600,
         agent_retries: 2,
         seed: 0,
-        no_sandbox: false,
+        agent_writable: Vec::new(),
+        agent_unconfined: false,
+        workers: 1,
+        backend: "local".into(),
+        slurm_args: Vec::new(),
+        verify_pairs: 3,
         repo: Some(repo.clone()),
         session: SessionArgs {
             profile: DEMO.name.into(),
-            rule: "noise".into(),
-            k: 2.0,
-            min_delta: 0.001,
-            baseline_runs: 2,
-            no_confirm: false,
-            remeasure_every: 5,
+            rule: "paired".into(),
+            alpha: 0.05,
+            max_pairs: 4,
+            min_effect: 0.0,
+            baseline_runs: 3,
             timeout: None,
             features: Vec::new(),
+            budget: None,
+            scoring: None,
+            allow_unconfined: false,
         },
     };
     let result = run_loop(&repo, &loop_args);

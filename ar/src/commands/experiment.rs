@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::session_args::SessionArgs;
 use crate::journal::Status;
-use crate::run::find_repo;
+use crate::exec::build::find_repo;
 use crate::session::{Open, Session};
 
 #[derive(Debug, Args)]
@@ -26,9 +26,6 @@ pub struct ExperimentArgs {
     /// The repository (default: the one containing the current directory).
     #[arg(long)]
     pub repo: Option<PathBuf>,
-    /// Run the training child without the sandbox (landlock + no network).
-    #[arg(long)]
-    pub no_sandbox: bool,
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -37,10 +34,9 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let repo = find_repo(&args.repo.unwrap_or_else(|| PathBuf::from(".")))?;
     let opts = args.session.options("external (ar experiment)")?;
     let mut session = Session::open(&repo, None, Open::Attach, &opts)?;
-    session.sandbox = !args.no_sandbox;
     crate::interrupt::install(session.stop.clone());
     let baseline_only =
-        session.state().baselines_done == 0 && session.git.changed_since(&session.best_commit())?.is_empty();
+        session.state().baseline_values.is_empty() && session.git.changed_since(&session.best_commit())?.is_empty();
     if baseline_only {
         session.ensure_baseline()?;
         println!("{}", summary_line(&session));
@@ -62,10 +58,11 @@ pub fn summary_line(session: &Session) -> String {
     let state = session.state();
     let best = session.best_commit();
     format!(
-        "best: {} at {} | σ {} | journal: {}",
-        state.best.map_or("–".to_string(), |b| format!("{b:.6}")),
+        "best: {} at {} | σ_d {} ({} dof) | journal: {}",
+        state.best().map_or("–".to_string(), |b| format!("{b:.6}")),
         &best[..7.min(best.len())],
         state.sigma().map_or("–".to_string(), |s| format!("{s:.6}")),
+        state.pool.dof(),
         session.journal.path().display()
     )
 }

@@ -16,7 +16,7 @@ use super::session_args::SessionArgs;
 use crate::agent::{AgentOptions, Outcome as AgentOutcome, Turn, parse_agent};
 use crate::git::TRAIN_FILE;
 use crate::journal::{Event, Status, now};
-use crate::run::find_repo;
+use crate::exec::build::find_repo;
 use crate::session::{Open, Session};
 
 /// Agent turns in a row without a usable change before the loop gives up.
@@ -55,9 +55,28 @@ pub struct LoopArgs {
     /// Seed of the evolve agent.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Run the training child without the sandbox (landlock + no network).
+    /// A directory (or file) a `cmd:` agent may write for its own state, e.g. ~/.claude
+    /// (repeatable). Besides these it may write only train/src/ and its own TMPDIR.
+    #[arg(long = "agent-writable")]
+    pub agent_writable: Vec<PathBuf>,
+    /// Run a `cmd:` agent with all of your rights (no landlock around it). Journaled.
     #[arg(long)]
-    pub no_sandbox: bool,
+    pub agent_unconfined: bool,
+    /// At the end, measure the best and the base commit on this many fresh seeds (val and
+    /// test) and report the real gain with its interval (0: skip).
+    #[arg(long, default_value_t = 3)]
+    pub verify_pairs: usize,
+    /// Runs at once. Local: one per device (GPUs with a GPU build, else the CPU cores split
+    /// between them); Slurm: jobs in flight.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Where runs execute: `local` (this machine) or `slurm` (each run an sbatch job).
+    #[arg(long, default_value = "local")]
+    pub backend: String,
+    /// Extra sbatch arguments for every job (repeatable), e.g. --slurm-arg=--partition=gpu
+    /// --slurm-arg=--gres=gpu:1 --slurm-arg=--time=00:20:00.
+    #[arg(long = "slurm-arg", allow_hyphen_values = true)]
+    pub slurm_args: Vec<String>,
     /// The repository (default: the one containing the current directory).
     #[arg(long)]
     pub repo: Option<PathBuf>,
@@ -92,13 +111,23 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
         ..AgentOptions::default()
     };
     let mut agent = parse_agent(&args.agent, &agent_opts)?;
-    let opts = args.session.options(&agent.name())?;
+    let mut opts = args.session.options(&agent.name())?;
+    if args.agent.starts_with("cmd:") {
+        opts.agent = format!(
+            "{} ({})",
+            agent.name(),
+            if args.agent_unconfined { "unconfined" } else { "confined: writes train/src only" }
+        );
+    }
     let how = if args.resume { Open::Resume } else { Open::Create };
     let mut session = Session::open(repo, Some(&args.tag), how, &opts)?;
-    session.sandbox = !args.no_sandbox;
     crate::interrupt::install(session.stop.clone());
     agent_opts.max_seq_len = Some(session.profile.max_seq_len);
     agent_opts.log_dir = Some(session.dir.join("agent"));
+    if !args.agent_unconfined {
+        let extra: Vec<PathBuf> = args.agent_writable.iter().map(|p| crate::agent::confine::expand_home(p)).collect();
+        agent_opts.confine = Some(crate::agent::confine::AgentConfinement::for_repo(repo, &session.cache_root, &extra));
+    }
     agent = parse_agent(&args.agent, &agent_opts)?;
     println!(
         "Session {} on {} | profile {} | agent {} | journal {}",
@@ -124,6 +153,10 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
         None
     };
 
+    if args.workers > 1 || args.backend != "local" {
+        let reason = run_pooled(repo, args, &mut session, agent.as_mut(), &program, deadline)?;
+        return finish(args, session, reason);
+    }
     let mut done = 0usize;
     let mut barren = 0usize;
     let reason = match session.ensure_baseline() {
@@ -155,6 +188,18 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
             if session.stop.load(Ordering::SeqCst) {
                 session.restore_tree()?;
                 break "interrupted (Ctrl-C)".into();
+            }
+            // Whatever the agent says it did, the tree is judged first: a change outside the
+            // train file is rejected, journaled with its paths and rolled back in this turn.
+            let description = match &outcome {
+                Ok(AgentOutcome::Changed { description, .. }) => description.clone(),
+                _ => "agent turn".to_string(),
+            };
+            if let Some(result) = session.reject_out_of_scope(&description, seconds)? {
+                println!("{}", result.render());
+                done += 1;
+                barren += 1;
+                continue;
             }
             match outcome {
                 Ok(AgentOutcome::Changed { description, hypothesis }) => {
@@ -192,7 +237,122 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
             }
         },
     };
+    finish(args, session, reason)
+}
+
+/// The loop over a pool of workers: while runs are in flight, free workers get agent turns.
+fn run_pooled(
+    repo: &Path,
+    args: &LoopArgs,
+    session: &mut Session,
+    agent: &mut dyn crate::agent::Agent,
+    program: &str,
+    deadline: Option<SystemTime>,
+) -> Result<String> {
+    use crate::session::pool::{Backend, Turned};
+    let mut backend: Box<dyn Backend> = match args.backend.as_str() {
+        "local" => {
+            let gpu = session.features.iter().any(|f| f == "cuda" || f == "wgpu");
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let devices = if gpu {
+                crate::scheduler::local::Devices::Gpu
+            } else {
+                crate::scheduler::local::Devices::Cpu { cores }
+            };
+            let local = crate::scheduler::local::Local::new(args.workers, devices)?;
+            println!("Pool: {}", local.describe());
+            Box::new(local)
+        }
+        "slurm" => Box::new(crate::scheduler::slurm_backend(args.workers, &args.slurm_args, &session.tag)?),
+        other => bail!("--backend {other}: use local or slurm"),
+    };
+    let started_here = session.state().runs.values().filter(|r| r.kind == crate::journal::RunKind::Candidate).count();
+    let barren = std::cell::Cell::new(0usize);
+    let max = args.max_experiments;
+    let mut turn = |s: &mut Session| -> Result<Turned> {
+        let number = s.journal.next_id();
+        s.live.phase(number, "agent", &agent.name());
+        let started = Instant::now();
+        let digest = crate::report::digest_text(s.journal.events());
+        let train_file = std::fs::read_to_string(repo.join(TRAIN_FILE))?;
+        let events = s.journal.events().to_vec();
+        let turn = Turn { repo, program, train_file: &train_file, digest: &digest, events: &events, number };
+        let outcome = agent.propose(&turn);
+        let seconds = started.elapsed().as_secs_f64();
+        let description = match &outcome {
+            Ok(AgentOutcome::Changed { description, .. }) => description.clone(),
+            _ => "agent turn".to_string(),
+        };
+        if let Some(result) = s.reject_out_of_scope(&description, seconds)? {
+            barren.set(barren.get() + 1);
+            return Ok(Turned::Decided(result));
+        }
+        match outcome {
+            Ok(AgentOutcome::Changed { description, hypothesis }) => {
+                match s.commit_candidate(&description, hypothesis.as_deref(), seconds)? {
+                    Ok(id) => {
+                        barren.set(0);
+                        println!("experiment {id} started: {description}");
+                        Ok(Turned::Candidate(id))
+                    }
+                    Err(Some(out)) => {
+                        barren.set(barren.get() + 1);
+                        Ok(Turned::Decided(out))
+                    }
+                    Err(None) => {
+                        barren.set(barren.get() + 1);
+                        Ok(Turned::Nothing)
+                    }
+                }
+            }
+            Ok(AgentOutcome::NoChange { detail }) | Ok(AgentOutcome::Failed { detail }) => {
+                println!("agent turn: no experiment ({detail})");
+                s.agent_turn_without_change("no-change", &detail, seconds)?;
+                barren.set(barren.get() + 1);
+                Ok(Turned::Nothing)
+            }
+            Err(e) => {
+                println!("agent error: {e:#}");
+                s.agent_turn_without_change("error", &format!("{e:#}"), seconds)?;
+                barren.set(barren.get() + 1);
+                Ok(Turned::Nothing)
+            }
+        }
+    };
+    let mut stop = |s: &Session| -> Option<String> {
+        let started = s.state().runs.values().filter(|r| r.kind == crate::journal::RunKind::Candidate).count();
+        if max.is_some_and(|m| started - started_here >= m) {
+            return Some(format!("--max-experiments {} reached", started - started_here));
+        }
+        if deadline.is_some_and(|d| SystemTime::now() >= d) {
+            return Some("--until reached".into());
+        }
+        if barren.get() >= MAX_BARREN_TURNS {
+            return Some(format!("the agent produced no usable change in {MAX_BARREN_TURNS} turns in a row"));
+        }
+        None
+    };
+    let mut report = |o: &crate::session::Outcome| println!("{}", o.render());
+    let reason = session.run_pool(backend.as_mut(), &mut turn, &mut stop, &mut report);
+    if reason.is_err() {
+        backend.cancel_all();
+    }
+    reason
+}
+
+/// After the loop: verification on fresh seeds, the stop event, the summary.
+fn finish(args: &LoopArgs, mut session: Session, reason: String) -> Result<LoopSummary> {
+    let done = session.state().runs.values().filter(|r| r.kind == crate::journal::RunKind::Candidate).count();
     session.restore_tree()?;
+    if args.verify_pairs > 0 && !session.stop.load(Ordering::SeqCst) {
+        println!("Verifying the session's gain on {} fresh seeds …", args.verify_pairs);
+        match session.verify(args.verify_pairs, 0.95) {
+            Ok(Some(v)) => super::report::print_verification(&v),
+            Ok(None) => println!("Nothing to verify: no change was kept."),
+            Err(e) => println!("verification incomplete: {e:#}"),
+        }
+        session.restore_tree()?;
+    }
     session.journal.append(Event::Stopped { time: now(), reason: reason.clone() })?;
     session.live.phase(0, "idle", "");
     println!("{}", super::experiment::summary_line(&session));

@@ -50,11 +50,22 @@ pub struct ReportArgs {
     /// The repository holding .autoresearch/ (default: found from the current directory).
     #[arg(long)]
     pub repo: Option<PathBuf>,
+    /// First measure the best and the base commit on fresh seeds (the session's real gain,
+    /// with its interval), then report. Runs training: minutes.
+    #[arg(long)]
+    pub verify: bool,
+    /// Fresh-seed pairs for --verify.
+    #[arg(long, default_value_t = 3)]
+    pub pairs: usize,
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let root = session_root(args.repo.as_deref())?;
     let session = pick(&root, args.tag.as_deref())?;
+    if args.verify {
+        let Some(s) = &session else { anyhow::bail!("no session to verify in {}", root.display()) };
+        verify(&root, &s.tag, args.pairs)?;
+    }
     let events = match &session {
         Some(s) => read_events(&s.journal)?,
         None => Vec::new(),
@@ -73,6 +84,55 @@ pub fn run(args: ReportArgs) -> Result<()> {
     match args.format {
         None => write_all(&model, session.as_ref(), args.out.as_deref()),
         Some(format) => write_one(&events, &model, session.as_ref(), format, args.out.as_deref()),
+    }
+}
+
+/// Opens the session (on its branch) and measures best against base on fresh seeds.
+fn verify(repo: &Path, tag: &str, pairs: usize) -> Result<()> {
+    use crate::session::{Open, Options, Session};
+    let events = read_events(&crate::journal::Journal::dir(repo, tag).join("runs.jsonl"))?;
+    let profile = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Session { profile, .. } => Some(profile.clone()),
+            _ => None,
+        })
+        .context("the journal has no session event")?;
+    let opts = Options {
+        profile: prepare::profile::Profile::by_name(&profile)?,
+        rule: crate::session::Rule::default(),
+        timeout: None,
+        features: Vec::new(),
+        agent: "ar report --verify".into(),
+        budget: None,
+        scoring: None,
+        allow_unconfined: false,
+    };
+    let mut session = Session::open(repo, Some(tag), Open::Resume, &opts)?;
+    crate::interrupt::install(session.stop.clone());
+    match session.verify(pairs, 0.95)? {
+        Some(v) => print_verification(&v),
+        None => println!("Nothing to verify: the session kept no change (the best is the baseline)."),
+    }
+    Ok(())
+}
+
+/// The verification in a few lines for the terminal.
+pub fn print_verification(v: &crate::journal::Verification) {
+    if let Some(b) = v.believed {
+        println!("Believed improvement (decision seeds): {:.6}", b);
+    }
+    for sp in &v.splits {
+        let sigma = v.sigma_x.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" ({:.1} σ)", sp.gain / s));
+        println!(
+            "Verified on {} fresh seeds ({}): {:+.6}{sigma}, {:.0} % interval [{:.6}, {:.6}]",
+            sp.pairs,
+            sp.split,
+            sp.gain,
+            100.0 * v.level,
+            sp.low,
+            sp.high
+        );
     }
 }
 
@@ -205,5 +265,5 @@ pub fn session_root(repo: Option<&Path>) -> Result<PathBuf> {
     if let Some(found) = cwd.ancestors().find(|d| d.join(SESSIONS_DIR).is_dir()) {
         return Ok(found.to_path_buf());
     }
-    Ok(crate::run::find_repo(&cwd).unwrap_or(cwd))
+    Ok(crate::exec::build::find_repo(&cwd).unwrap_or(cwd))
 }

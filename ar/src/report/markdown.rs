@@ -38,6 +38,7 @@ pub fn render(m: &Model, plot: Option<&str>) -> String {
         line(o, String::new());
     }
     result(o, m);
+    verification(o, m);
     setup(o, m);
     improvements(o, m);
     crashes(o, m);
@@ -96,10 +97,35 @@ fn setup(o: &mut String, m: &Model) {
     let _ = write!(hardware, "; {}", hw.os);
     line(o, format!("- **Hardware**: {hardware}"));
     line(o, format!("- **Agent**: `{}`", s.agent));
-    line(o, format!("- **Budget**: {} of training per run", duration(s.budget_secs)));
+    match &s.settings {
+        Some(st) => {
+            let rewards = prepare::Budget::parse(&st.budget).map(|b| b.rewards()).unwrap_or("");
+            line(o, format!("- **Budget**: `{}` per run — rewards {rewards}", st.budget));
+            line(
+                o,
+                format!(
+                    "- **Scoring**: {} by ar's trusted scorer (the train program serves logits; probes for \
+                     causality, batch composition and stationarity on every run); sandbox {}",
+                    st.scoring,
+                    if st.confined { "complete" } else { "**unconfined** (created with --allow-unconfined)" }
+                ),
+            );
+        }
+        None => line(o, format!("- **Budget**: {} of training per run", duration(s.budget_secs))),
+    }
     let r = &s.rule;
     let rule = if r.kind == "strict" {
         "strict (the original's): keep on any improvement".to_string()
+    } else if r.kind == "paired" {
+        format!(
+            "paired sequential test: each candidate run is paired with the incumbent's run at the same seed \
+             offset; after each pair a t-test on the pooled σ of paired differences keeps (when confident; \
+             false-keep rate {} % over all looks), discards (when not even better) or asks for one more pair, \
+             up to {}; {} baseline runs start the noise estimate",
+            100.0 * r.alpha,
+            r.max_pairs,
+            r.baseline_runs
+        )
     } else {
         format!(
             "{}: keep when Δ < −max({}·σ, {}); σ from {} baseline runs{}{}",
@@ -266,7 +292,7 @@ fn time(o: &mut String, m: &Model) {
         ("agent (proposing the change)", t.agent),
         ("build", t.build),
         ("train (start-up, warm-up, budgeted training)", t.train),
-        ("eval", t.eval),
+        ("scoring (served logits, trusted scorer, probes)", t.eval),
         ("other (guard, git, decision)", t.other),
         ("**total**", t.total),
     ] {
@@ -274,6 +300,30 @@ fn time(o: &mut String, m: &Model) {
         line(o, format!("| {name} | {} | {} | {share} |", duration(secs), duration(secs / n)));
     }
     line(o, String::new());
+    // Throughput: decided experiments per hour of session, and what each worker ran.
+    if let (Some(setup), Some(end)) = (&m.setup, m.last_time) {
+        let hours = (end - setup.started).max(1.0) / 3600.0;
+        let c = m.counts();
+        let decided = c.kept_candidates + c.discarded_candidates;
+        line(o, format!("Experiments decided per hour: {:.1} ({decided} in {}).", decided as f64 / hours, duration(end - setup.started)));
+        line(o, String::new());
+    }
+    let mut lanes: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for r in &m.rows {
+        if let (Some(w), Some(t)) = (&r.worker, &r.timings) {
+            let e = lanes.entry(w.clone()).or_default();
+            e.0 += 1;
+            e.1 += t.train + t.score;
+        }
+    }
+    if !lanes.is_empty() {
+        line(o, "| worker | runs | busy |".to_string());
+        line(o, "|---|---:|---:|".to_string());
+        for (w, (n, busy)) in &lanes {
+            line(o, format!("| {w} | {n} | {} |", duration(*busy)));
+        }
+        line(o, String::new());
+    }
     if m.idle.count > 0 {
         let kinds: Vec<String> =
             m.idle.by_outcome.iter().map(|(k, n)| format!("{n} {}", cell(k, 20))).collect();
@@ -290,9 +340,48 @@ fn time(o: &mut String, m: &Model) {
     }
 }
 
+/// "The night's real gain": the best against the baseline on fresh seeds, next to what the
+/// loop believed.
+fn verification(o: &mut String, m: &Model) {
+    line(o, "## The session's real gain".to_string());
+    line(o, String::new());
+    let Some(v) = &m.verification else {
+        line(
+            o,
+            "Not verified yet: `ar report --verify` measures the best and the baseline on fresh seeds.".to_string(),
+        );
+        line(o, String::new());
+        return;
+    };
+    if let Some(b) = v.believed {
+        line(o, format!("Believed during the session (decision seeds): {} improvement in val_bpb.", signed(-b)));
+    }
+    for sp in &v.splits {
+        let sigma = v.sigma_x.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" = {:.1} σ of a baseline run", sp.gain / s));
+        line(
+            o,
+            format!(
+                "- **{}**, {} fresh seed pairs: improvement {:.6}{sigma}, {:.0} % interval [{:.6}, {:.6}]{}",
+                sp.split,
+                sp.pairs,
+                sp.gain,
+                100.0 * v.level,
+                sp.low,
+                sp.high,
+                if sp.low > 0.0 { " — holds up" } else { " — **not distinguishable from no gain**" }
+            ),
+        );
+    }
+    line(o, String::new());
+}
+
 fn noise(o: &mut String, m: &Model) {
     line(o, "## Noise".to_string());
     line(o, String::new());
+    if m.paired() {
+        paired_noise(o, m);
+        return;
+    }
     let base = m.baseline_values();
     let mut s = match (m.sigma(), m.margin(), m.k()) {
         (Some(sigma), Some(margin), Some(k)) => {
@@ -380,6 +469,46 @@ fn noise(o: &mut String, m: &Model) {
                 ),
             );
         }
+    }
+    line(o, String::new());
+}
+
+/// The paired rule's evidence per decided candidate.
+fn paired_noise(o: &mut String, m: &Model) {
+    let base = m.baseline_values();
+    let mut s = match m.sigma() {
+        Some(sd) => format!("σ of paired differences (pooled) = {sd:.6} at the last decision."),
+        None => "No noise estimate yet.".to_string(),
+    };
+    if base.len() >= 2 {
+        let vals: Vec<String> = base.iter().map(|v| format!("{v:.6}")).collect();
+        let _ = write!(s, " Baseline runs: {} (σ of single runs {:.6}).", vals.join(", "), sample_std(&base).unwrap_or(0.0));
+    }
+    line(o, s);
+    line(o, String::new());
+    let decided: Vec<&Row> =
+        m.rows.iter().filter(|r| r.kind == RunKind::Candidate && r.evidence.is_some()).collect();
+    if decided.is_empty() {
+        return;
+    }
+    line(o, "| # | decision | pairs | Δ (mean paired) | se | confident | needed | what |".to_string());
+    line(o, "|---|---|---|---|---|---|---|---|".to_string());
+    for r in decided {
+        let e = r.evidence.as_ref().expect("filtered");
+        line(
+            o,
+            format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.id,
+                r.outcome.label(),
+                e.pairs,
+                signed(e.delta),
+                e.se.map_or("–".to_string(), |x| format!("{x:.6}")),
+                e.confidence.map_or("–".to_string(), |c| format!("{:.1} %", 100.0 * c)),
+                e.needed.map_or("–".to_string(), |c| format!("{:.1} %", 100.0 * c)),
+                cell(&r.what(), 50)
+            ),
+        );
     }
     line(o, String::new());
 }

@@ -82,6 +82,10 @@ pub struct Row {
     pub peak_mem_mb: Option<f64>,
     /// Sanitised tail of a crashed program's output; untrusted text.
     pub excerpt: Option<String>,
+    /// Paired rule: the evidence behind the decision.
+    pub evidence: Option<crate::journal::EvidenceRecord>,
+    /// Where it ran (`local:0`, `slurm:1`), when a pool ran it.
+    pub worker: Option<String>,
 }
 
 impl Row {
@@ -109,6 +113,8 @@ impl Row {
             eval_seconds: None,
             peak_mem_mb: None,
             excerpt: None,
+            evidence: None,
+            worker: None,
         }
     }
 
@@ -144,6 +150,8 @@ pub struct Setup {
     pub agent: String,
     pub budget_secs: f64,
     pub rule: RuleConfig,
+    /// What the session fixed when it was created (budget, scoring, sandbox, …).
+    pub settings: Option<crate::journal::SessionSettings>,
     /// When the first `session` event was written.
     pub started: f64,
     /// Number of `session` events with `resumed: true`.
@@ -178,6 +186,8 @@ pub struct Model {
     pub idle: IdleTurns,
     /// The last `stopped` event, if it is the last word of the journal.
     pub stopped: Option<(f64, String)>,
+    /// The last end-of-session verification (best against base on fresh seeds).
+    pub verification: Option<crate::journal::Verification>,
     /// Time of the last event.
     pub last_time: Option<f64>,
     /// The data the runs trained on and whether it is synthetic, from the first record.
@@ -200,6 +210,8 @@ pub struct Counts {
     pub baseline_runs: usize,
     pub confirm_runs: usize,
     pub remeasure_runs: usize,
+    /// End-of-session verification runs (fresh seeds).
+    pub verify_runs: usize,
     /// crash class name → count, sorted by name.
     pub crashes: BTreeMap<&'static str, usize>,
 }
@@ -249,6 +261,7 @@ impl Model {
                     budget_secs,
                     rule,
                     resumed,
+                    settings,
                     ..
                 } => {
                     // A resume means the previous process is gone: whatever it left in flight
@@ -265,6 +278,7 @@ impl Model {
                         agent: agent.clone(),
                         budget_secs: *budget_secs,
                         rule: rule.clone(),
+                        settings: settings.clone().or_else(|| m.setup.as_ref().and_then(|s| s.settings.clone())),
                         started,
                         resumes: resumes + usize::from(*resumed),
                     });
@@ -289,7 +303,7 @@ impl Model {
                         m.rows[i].commit = Some(commit.clone());
                     }
                 }
-                Event::Finished { id, time, crash, record, excerpt, timings } => {
+                Event::Finished { id, time, crash, record, excerpt, timings, .. } => {
                     let Some(&i) = index.get(id) else { continue };
                     let row = &mut m.rows[i];
                     row.finished = Some(*time);
@@ -331,6 +345,7 @@ impl Model {
                     row.margin = decision.margin;
                     row.best_after = decision.best_after;
                     row.reason = Some(decision.reason.clone());
+                    row.evidence = decision.evidence.clone();
                     if let Some(best) = decision.best_after {
                         m.best_steps.push(BestStep {
                             id: *id,
@@ -344,6 +359,14 @@ impl Model {
                     m.idle.count += 1;
                     m.idle.seconds += seconds;
                     *m.idle.by_outcome.entry(outcome.clone()).or_default() += 1;
+                }
+                Event::Launched { id, worker, backend, .. } => {
+                    if let Some(&i) = index.get(id) {
+                        m.rows[i].worker = Some(format!("{backend}:{worker}"));
+                    }
+                }
+                Event::Verified { verification, .. } => {
+                    m.verification = Some(verification.clone());
                 }
                 Event::Stopped { time, reason } => {
                     interrupt_running(&mut m.rows);
@@ -370,6 +393,7 @@ impl Model {
                 RunKind::Candidate => c.candidates += 1,
                 RunKind::Confirm => c.confirm_runs += 1,
                 RunKind::Remeasure => c.remeasure_runs += 1,
+                RunKind::Verify => c.verify_runs += 1,
             }
             let candidate = r.kind == RunKind::Candidate;
             match r.outcome {
@@ -456,6 +480,11 @@ impl Model {
         self.rows.iter().rev().filter(|r| r.reason.is_some()).find_map(|r| r.margin)
     }
 
+    /// True for sessions decided by the paired sequential rule.
+    pub fn paired(&self) -> bool {
+        self.setup.as_ref().is_some_and(|s| s.rule.kind == "paired")
+    }
+
     /// k of the keep rule (margin = max(k·σ, min_delta)).
     pub fn k(&self) -> Option<f64> {
         self.setup.as_ref().map(|s| s.rule.k)
@@ -487,13 +516,20 @@ impl Model {
         for r in &self.rows {
             let Some(tm) = &r.timings else { continue };
             t.experiments += 1;
-            let eval = r.eval_seconds.unwrap_or(0.0).min(tm.train);
+            // Newer journals time scoring separately; older ones folded it into `train`.
+            let (train, eval) = if tm.score > 0.0 {
+                (tm.train, tm.score)
+            } else {
+                let eval = r.eval_seconds.unwrap_or(0.0).min(tm.train);
+                (tm.train - eval, eval)
+            };
             t.agent += tm.agent;
             t.build += tm.build;
-            t.train += tm.train - eval;
+            t.train += train;
             t.eval += eval;
-            t.other += (tm.total - tm.agent - tm.build - tm.train).max(0.0);
-            t.total += tm.total.max(tm.agent + tm.build + tm.train);
+            let counted = tm.agent + tm.build + train + eval;
+            t.other += (tm.total - counted).max(0.0);
+            t.total += tm.total.max(counted);
         }
         t
     }
@@ -546,6 +582,7 @@ pub fn kind_name(kind: RunKind) -> &'static str {
         RunKind::Candidate => "candidate",
         RunKind::Confirm => "confirm",
         RunKind::Remeasure => "remeasure",
+        RunKind::Verify => "verify",
     }
 }
 
@@ -563,7 +600,9 @@ pub fn event_time(e: &Event) -> f64 {
         | Event::Finished { time, .. }
         | Event::Decided { time, .. }
         | Event::Agent { time, .. }
-        | Event::Stopped { time, .. } => *time,
+        | Event::Stopped { time, .. }
+        | Event::Launched { time, .. }
+        | Event::Verified { time, .. } => *time,
     }
 }
 

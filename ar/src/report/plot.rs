@@ -657,15 +657,18 @@ enum Mark {
 fn legend<DB: DrawingBackend>(area: &Area<DB>, m: &Model, ax: &Axes, placed: Placed) -> Result<()> {
     let c = m.counts();
     let mut items: Vec<(Mark, String)> = vec![
-        (Mark::KeptDot, format!("kept ({})", c.kept)),
-        (Mark::Dot(DISCARD, 5), format!("discarded ({})", c.discarded)),
+        (Mark::KeptDot, format!("kept ({})", c.kept_candidates)),
+        (Mark::Dot(DISCARD, 5), format!("discarded ({})", c.discarded_candidates)),
     ];
-    let reruns = c.baseline_runs + c.confirm_runs + c.remeasure_runs;
+    let reruns = c.baseline_runs + c.confirm_runs + c.remeasure_runs + c.verify_runs;
     if reruns > 0 {
         let mut what = Vec::new();
-        for (n, name) in
-            [(c.baseline_runs, "baseline"), (c.confirm_runs, "confirm"), (c.remeasure_runs, "remeasure")]
-        {
+        for (n, name) in [
+            (c.baseline_runs, "baseline"),
+            (c.confirm_runs, "pair"),
+            (c.remeasure_runs, "incumbent"),
+            (c.verify_runs, "verify"),
+        ] {
             if n > 0 {
                 what.push(format!("{n} {name}"));
             }

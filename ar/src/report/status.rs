@@ -95,7 +95,12 @@ pub fn render(m: &Model, live: Option<&Live>, now: f64, width: usize) -> String 
         (None, Some(base)) => lines.push(format!("best    nothing kept yet (baseline {base:.6})")),
         (None, None) => lines.push("best    nothing measured yet".to_string()),
     }
-    if let (Some(margin), Some(best)) = (m.margin(), m.best()) {
+    if m.paired() {
+        lines.push(format!(
+            "noise   σ_d {} (paired differences) · keeps need the paired test to be confident",
+            m.sigma().map_or("?".to_string(), |s| format!("{s:.6}"))
+        ));
+    } else if let (Some(margin), Some(best)) = (m.margin(), m.best()) {
         lines.push(format!(
             "noise   σ {} · margin {margin:.6} → a keep needs val_bpb < {:.6}",
             m.sigma().map_or("?".to_string(), |s| format!("{s:.6}")),
@@ -103,8 +108,8 @@ pub fn render(m: &Model, live: Option<&Live>, now: f64, width: usize) -> String 
         ));
     }
     let mut runs = format!(
-        "runs    {}: {} kept · {} discarded · {} crashed",
-        c.experiments, c.kept, c.discarded, c.crashed
+        "runs    {} ({} experiments): {} kept · {} discarded · {} crashed",
+        c.experiments, c.candidates, c.kept_candidates, c.discarded_candidates, c.crashed
     );
     if c.running + c.pending > 0 {
         runs.push_str(&format!(" · {} running", c.running + c.pending));
@@ -121,6 +126,21 @@ pub fn render(m: &Model, live: Option<&Live>, now: f64, width: usize) -> String 
             duration(t.train / n),
             duration(t.eval / n)
         ));
+    }
+    let in_flight: Vec<_> = m.rows.iter().filter(|r| r.worker.is_some() && r.outcome == Outcome::Running).collect();
+    if !in_flight.is_empty() {
+        lines.push(String::new());
+        lines.push("workers".to_string());
+        for r in in_flight {
+            lines.push(format!(
+                "  {:<10} #{:<4} {:<8} {}  ({} so far)",
+                r.worker.as_deref().unwrap_or("?"),
+                r.id,
+                super::model::kind_name(r.kind),
+                r.what(),
+                duration(now - r.started)
+            ));
+        }
     }
     let finished: Vec<_> = m.finished().collect();
     if !finished.is_empty() {

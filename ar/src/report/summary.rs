@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Model, Row, duration, short, signed, truncate};
+use super::model::{Model, Row, short, signed, truncate};
 use crate::journal::Event;
 
 /// The hard ceiling on the JSON summary's size.
@@ -67,6 +67,9 @@ pub struct Recent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<f64>,
     pub desc: String,
+    /// Paired decisions: "3 pairs, se 0.0012, 97.1 % confident".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +137,16 @@ fn build(m: &Model, desc_len: usize, groups: usize, results: usize) -> Summary {
             val_bpb: r.val_bpb.filter(|_| !r.outcome.is_crash()).map(r6),
             delta: r.delta.map(r6),
             desc: truncate(&r.what(), desc_len),
+            evidence: r.evidence.as_ref().map(|e| {
+                let mut t = format!("{} pair{}", e.pairs, if e.pairs == 1 { "" } else { "s" });
+                if let Some(se) = e.se {
+                    t.push_str(&format!(", se {se:.4}"));
+                }
+                if let Some(c) = e.confidence {
+                    t.push_str(&format!(", {:.1} % confident", 100.0 * c));
+                }
+                t
+            }),
         })
         .collect();
     let failed = m
@@ -183,17 +196,28 @@ pub fn digest(m: &Model) -> String {
         out.push('\n');
     };
     match &m.setup {
-        Some(st) => line(format!(
-            "Session {}: profile {}, agent {}, budget {} per run, keep rule {} (k={}, min_delta {}{}).",
-            st.tag,
-            st.profile,
-            st.agent,
-            duration(st.budget_secs),
-            st.rule.kind,
-            st.rule.k,
-            st.rule.min_delta,
-            if st.rule.confirm { ", confirmed by a re-run" } else { "" }
-        )),
+        Some(st) => {
+            let budget = st.settings.as_ref().map_or(format!("time:{}s", st.budget_secs), |s| s.budget.clone());
+            let rule = match st.rule.kind.as_str() {
+                "paired" => format!(
+                    "paired (each candidate run is compared with the incumbent's run at the same seed; kept only \
+                     when the sequential test is confident, false-keep rate {} %, at most {} pairs)",
+                    100.0 * st.rule.alpha,
+                    st.rule.max_pairs
+                ),
+                "strict" => "strict (one run, any improvement)".to_string(),
+                kind => format!(
+                    "{kind} (k={}, min_delta {}{})",
+                    st.rule.k,
+                    st.rule.min_delta,
+                    if st.rule.confirm { ", confirmed by a re-run" } else { "" }
+                ),
+            };
+            line(format!(
+                "Session {}: profile {}, agent {}, budget {budget} per run, keep rule {rule}.",
+                st.tag, st.profile, st.agent
+            ))
+        }
         None => line("No session recorded yet.".to_string()),
     }
     if m.is_empty() {
@@ -223,7 +247,13 @@ pub fn digest(m: &Model) -> String {
         )),
         None => line(format!("Baseline val_bpb {base}. Nothing kept yet.")),
     }
-    if let (Some(best), Some(margin)) = (&s.best, s.margin) {
+    if m.paired() {
+        line(format!(
+            "Noise: paired differences spread by sigma_d {}; a keep needs the paired test to be confident, \
+             a clearly worse change is dropped after one pair.",
+            s.sigma.map_or("unknown".to_string(), |x| format!("{x:.6}"))
+        ));
+    } else if let (Some(best), Some(margin)) = (&s.best, s.margin) {
         line(format!(
             "Noise: sigma {}, margin {margin:.6}: to be kept a change must reach val_bpb < {:.6}.",
             s.sigma.map_or("unknown".to_string(), |x| format!("{x:.6}")),
@@ -233,12 +263,13 @@ pub fn digest(m: &Model) -> String {
     line(format!("Last {} results (oldest first):", s.last.len()));
     for r in &s.last {
         line(format!(
-            "  #{:<4} {:<16} {:<9} {:<10} {}",
+            "  #{:<4} {:<16} {:<9} {:<10} {}{}",
             r.id,
             r.status,
             r.val_bpb.map_or("-".to_string(), |v| format!("{v:.6}")),
             r.delta.map_or("-".to_string(), signed),
-            r.desc
+            r.desc,
+            r.evidence.as_deref().map_or(String::new(), |e| format!(" [{e}]"))
         ));
     }
     let top: Vec<&Row> = m.improvements().into_iter().take(5).collect();
@@ -251,6 +282,14 @@ pub fn digest(m: &Model) -> String {
                 r.delta.map_or("-".to_string(), signed),
                 r.short_commit(),
                 truncate(&r.description, 48)
+            ));
+        }
+    }
+    if let Some(v) = &m.verification {
+        for sp in &v.splits {
+            line(format!(
+                "Verified on {} fresh seeds ({}): best improves on the baseline by {:.6} (95 % interval {:.6} to {:.6}).",
+                sp.pairs, sp.split, sp.gain, sp.low, sp.high
             ));
         }
     }

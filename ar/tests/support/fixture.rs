@@ -54,7 +54,6 @@ fn shrink(train: &str) -> String {
     for (from, to) in [
         ("const DEPTH: usize = 4;", "const DEPTH: usize = 2;"),
         ("const TOTAL_BATCH_SIZE: usize = 1 << 12;", "const TOTAL_BATCH_SIZE: usize = 1 << 10;"),
-        ("const WARMUP_STEPS: usize = 10;", "const WARMUP_STEPS: usize = 2;"),
     ] {
         assert!(s.contains(from), "the fixture expects `{from}` in {TRAIN_FILE}");
         s = s.replace(from, to);
@@ -138,6 +137,7 @@ impl Fixture {
             .env("AUTORESEARCH_CACHE", &self.cache)
             .env("CARGO_TARGET_DIR", &self.target)
             .env("AR_PROFILE", "smoke")
+            .env("AR_BIN", env!("CARGO_BIN_EXE_ar"))
             .env_remove("AR_FAILPOINT")
             .env_remove("HF_ENDPOINT");
         c

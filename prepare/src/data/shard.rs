@@ -119,6 +119,11 @@ impl<R: ChunkReader + 'static> ShardReader<R> {
         self.reader.num_row_groups()
     }
 
+    /// Rows of row group `i` according to the footer (nothing is decoded).
+    pub fn group_rows(&self, i: usize) -> u64 {
+        self.reader.metadata().row_group(i).num_rows().max(0) as u64
+    }
+
     /// The documents of row group `i`. Null rows are skipped; invalid UTF-8 is an error.
     pub fn row_group(&self, i: usize) -> Result<Vec<String>> {
         let group =

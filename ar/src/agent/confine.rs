@@ -1,0 +1,64 @@
+//! The sandbox an agent CLI runs in (`ar loop --agent cmd:…`, and `ar sandbox -- <cmd>`).
+//!
+//! An agent CLI (Claude Code, Codex, a script) runs with the user's rights unless `ar`
+//! confines it, and then everything `ar` guarantees about the score holds only for the train
+//! file channel. Here the agent runs under landlock:
+//! - it may write the train file's directory (`train/src/`: editors save through a temporary
+//!   file and a rename; anything else they create there is rejected by the scope guard), a
+//!   scratch directory of its own (its `TMPDIR`), and the directories the user names for
+//!   the agent's own state (`--agent-writable ~/.claude`);
+//! - it may read everything except the answers and the record: the whole cache of prepared
+//!   data (val and test shards, raw downloads) and the repository's `.autoresearch/`
+//!   (journals, run directories, checkpoints);
+//! - its network stays open (it talks to its model), and its environment is its own (API
+//!   keys included): those are the agent's, not the trained program's.
+//! What it cannot do is rewrite the journal, read the val rows, or edit fixed files: the
+//! first two are refused by the kernel, the third by the kernel outside `train/src/` and by
+//! the scope guard inside it.
+
+use std::path::{Path, PathBuf};
+
+use crate::sandbox::{Policy, ReadAccess};
+
+/// Where an agent may write and what it may not read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfinement {
+    /// Directories (or files) the agent may write besides the train file's directory.
+    pub writable: Vec<PathBuf>,
+    /// Paths it may not read.
+    pub hidden: Vec<PathBuf>,
+    /// The train file's directory.
+    pub train_dir: PathBuf,
+}
+
+impl AgentConfinement {
+    /// For a repository: the train file's directory writable plus `extra`, the cache and
+    /// `.autoresearch/` hidden.
+    pub fn for_repo(repo: &Path, cache_root: &Path, extra: &[PathBuf]) -> AgentConfinement {
+        AgentConfinement {
+            writable: extra.to_vec(),
+            hidden: vec![cache_root.to_path_buf(), repo.join(".autoresearch")],
+            train_dir: repo.join("train").join("src"),
+        }
+    }
+
+    /// The sandbox policy, with `scratch` as the agent's private temporary directory.
+    pub fn policy(&self, scratch: &Path) -> Policy {
+        let mut writable = vec![self.train_dir.clone(), scratch.to_path_buf()];
+        writable.extend(self.writable.iter().cloned());
+        Policy {
+            writable,
+            read: ReadAccess::Except(self.hidden.clone()),
+            network: true,
+            confine_process: false,
+        }
+    }
+}
+
+/// `~/x` → `$HOME/x` (the shell does this for a bare argument, not inside `--flag=~/x`).
+pub fn expand_home(p: &Path) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_prefix("~/")) {
+        Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
+        None => p.to_path_buf(),
+    }
+}
