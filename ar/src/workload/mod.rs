@@ -239,6 +239,32 @@ impl Workload {
     }
 }
 
+impl Workload {
+    /// What a session journals of this workload (None for the GPT, whose journals predate
+    /// workloads and stay as they were).
+    pub fn settings(&self, repo: &Path) -> Option<crate::journal::WorkloadSettings> {
+        let Workload::Command(c) = self else { return None };
+        let file = c.file.strip_prefix(repo).unwrap_or(&c.file).display().to_string();
+        Some(crate::journal::WorkloadSettings {
+            kind: "command".into(),
+            name: self.name(),
+            metric: c.metric.name.clone(),
+            direction: direction_name(c.metric.direction).into(),
+            source: self.metric_source_label().into(),
+            file,
+            sha256: c.sha256.clone(),
+        })
+    }
+}
+
+/// `minimize` or `maximize`, as `autoresearch.toml` spells it.
+pub fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Minimize => "minimize",
+        Direction::Maximize => "maximize",
+    }
+}
+
 impl CommandSpec {
     /// What the build, run and checks may not read (the held-out patterns, expanded).
     pub fn run_hidden(&self, repo: &Path) -> Vec<PathBuf> {
