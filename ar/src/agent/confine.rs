@@ -42,9 +42,50 @@ impl AgentConfinement {
         }
     }
 
+    /// For a command workload: instead of `train/src/`, the directories its editable
+    /// patterns name (the literal part before the first glob character), and where a
+    /// pattern names files at the repository root, those files themselves — never the
+    /// root, whose `.git` and `.autoresearch` the agent must not write. The workload's
+    /// held-out and agent-hidden paths are hidden besides the cache and `.autoresearch/`.
+    pub fn for_workload(
+        repo: &Path,
+        cache_root: &Path,
+        extra: &[PathBuf],
+        workload: &crate::workload::Workload,
+    ) -> AgentConfinement {
+        let mut writable = extra.to_vec();
+        let mut root_patterns = Vec::new();
+        for pattern in workload.editable() {
+            let p = pattern.trim_start_matches("./");
+            let literal = &p[..p.find(['*', '?', '[']).unwrap_or(p.len())];
+            match literal.rfind('/') {
+                Some(cut) if cut > 0 => writable.push(repo.join(&literal[..cut])),
+                _ => root_patterns.push(pattern),
+            }
+        }
+        if !root_patterns.is_empty()
+            && let Ok(entries) = std::fs::read_dir(repo)
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().is_ok_and(|t| t.is_file()) && workload.is_editable(&name) {
+                    writable.push(entry.path());
+                }
+            }
+        }
+        let mut hidden = vec![cache_root.to_path_buf(), repo.join(".autoresearch")];
+        hidden.extend(workload.held_out(repo));
+        // `train_dir` is the GPT's name for "where the agent edits"; here the first such path.
+        let train_dir = if writable.len() > extra.len() { writable.remove(extra.len()) } else { PathBuf::new() };
+        AgentConfinement { writable, hidden, train_dir }
+    }
+
     /// The sandbox policy, with `scratch` as the agent's private temporary directory.
     pub fn policy(&self, scratch: &Path) -> Policy {
-        let mut writable = vec![self.train_dir.clone(), scratch.to_path_buf()];
+        let mut writable = vec![scratch.to_path_buf()];
+        if !self.train_dir.as_os_str().is_empty() {
+            writable.insert(0, self.train_dir.clone());
+        }
         writable.extend(self.writable.iter().cloned());
         Policy {
             writable,

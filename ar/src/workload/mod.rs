@@ -155,6 +155,22 @@ pub fn load(repo: &Path) -> Result<Workload> {
     }
 }
 
+/// The repository a session runs in, from `start` upwards: the nearest directory holding
+/// an `autoresearch.toml` or this repository's train crate.
+pub fn find_repo(start: &Path) -> Result<PathBuf> {
+    let start = std::fs::canonicalize(start).with_context(|| format!("cannot resolve {}", start.display()))?;
+    for dir in start.ancestors() {
+        if dir.join(FILE).is_file() || (dir.join("Cargo.toml").is_file() && dir.join(TRAIN_FILE).is_file()) {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "{} is not inside a repository with a workload (no {FILE} above it, and not the autoresearch-rs \
+         checkout): run `ar init` at the repository's root to declare one, or pass --repo",
+        start.display()
+    )
+}
+
 /// This repository: the train crate beside the fixed prepare crate.
 pub fn is_gpt_repo(repo: &Path) -> bool {
     repo.join(TRAIN_FILE).is_file()
