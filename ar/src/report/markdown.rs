@@ -47,6 +47,11 @@ pub fn render(m: &Model, plot: Option<&str>) -> String {
     drift(o, m);
     negative(o, m);
     all_rows(o, m);
+    // A declared workload's metric takes val_bpb's place in every table and sentence (the
+    // sections are written for the GPT; the numbers are the same kind: one per run).
+    if m.workload().is_some() {
+        out = out.replace("val_bpb", m.metric());
+    }
     out
 }
 
@@ -79,7 +84,22 @@ fn setup(o: &mut String, m: &Model) {
         Some((d, false)) => format!("; data: {d}"),
         None => String::new(),
     };
-    line(o, format!("- **Profile**: {} (`{}`){data}", s.profile, s.profile_hash));
+    match m.workload() {
+        Some(w) => line(
+            o,
+            format!(
+                "- **Workload**: {} (`{}`, sha256 `{}`): metric `{}`, {}; source: **{}** — the number is printed \
+                 by the program the agent edits, parsed by ar",
+                w.name,
+                w.file,
+                &w.sha256[..12.min(w.sha256.len())],
+                w.metric,
+                w.direction,
+                w.source
+            ),
+        ),
+        None => line(o, format!("- **Profile**: {} (`{}`){data}", s.profile, s.profile_hash)),
+    }
     let hw = &s.hardware;
     let mut hardware = format!("{}, {} cores", hw.cpu_model, hw.cpu_cores);
     if let Some(mhz) = hw.cpu_mhz {
@@ -98,6 +118,14 @@ fn setup(o: &mut String, m: &Model) {
     line(o, format!("- **Hardware**: {hardware}"));
     line(o, format!("- **Agent**: `{}`", s.agent));
     match &s.settings {
+        Some(st) if st.workload.is_some() => line(
+            o,
+            format!(
+                "- **Run**: hard timeout {} per run; sandbox {}",
+                duration(st.timeout_secs),
+                if st.confined { "complete" } else { "**unconfined** (created with --allow-unconfined)" }
+            ),
+        ),
         Some(st) => {
             let rewards = prepare::Budget::parse(&st.budget).map(|b| b.rewards()).unwrap_or("");
             line(o, format!("- **Budget**: `{}` per run — rewards {rewards}", st.budget));

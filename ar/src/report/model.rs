@@ -240,6 +240,24 @@ pub struct TimeTotals {
 }
 
 impl Model {
+    /// The declared workload the session optimised (None: this repository's GPT).
+    pub fn workload(&self) -> Option<&crate::journal::WorkloadSettings> {
+        self.setup.as_ref()?.settings.as_ref()?.workload.as_ref()
+    }
+
+    /// The deciding metric's name: val_bpb, or the declared workload's.
+    pub fn metric(&self) -> &str {
+        self.workload().map_or("val_bpb", |w| w.metric.as_str())
+    }
+
+    /// `lower is better` or `higher is better`.
+    pub fn better(&self) -> &'static str {
+        match self.workload() {
+            Some(w) if w.direction == "maximize" => "higher is better",
+            _ => "lower is better",
+        }
+    }
+
     pub fn from_events(events: &[Event]) -> Model {
         let mut m = Model::default();
         let mut index: HashMap<u64, usize> = HashMap::new();
