@@ -191,6 +191,10 @@ impl Session {
         if checked.interrupted {
             return Ok((Status::Interrupted, format!("{reason}; not kept: {why}"), None));
         }
-        Ok((Status::Discard, format!("{reason}; discarded: the checks failed: {why}"), checked.excerpt))
+        Ok((
+            Status::Discard,
+            format!("discarded: the checks failed ({why}); the measurements alone said: {reason}"),
+            checked.excerpt,
+        ))
     }
 }

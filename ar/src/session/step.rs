@@ -599,7 +599,8 @@ impl Session {
             status: decision.status,
             crash: outcome.crash,
             commit: None,
-            peak_mem_mb: outcome.record.as_ref().map(|r| r.peak_mem_mb),
+            // A command workload's record has no memory figure (0): none is shown.
+            peak_mem_mb: outcome.record.as_ref().map(|r| r.peak_mem_mb).filter(|mb| *mb > 0.0),
             test_bpb: outcome.record.as_ref().and_then(|r| r.test_bpb),
             reason: decision.reason.clone(),
             excerpt: outcome.excerpt.clone(),
