@@ -322,6 +322,35 @@ mod tests {
     }
 
     #[test]
+    fn test_a_workload_allows_files_its_globs_match_and_pins_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = "[files]\neditable = [\"params/*.conf\"]\n[run]\ncommand = \"true\"\n[metric]\nname = \"m\"\n\
+                    direction = \"maximize\"\n";
+        for (p, c) in [("params/a.conf", "1\n"), ("params/README", "x\n"), ("autoresearch.toml", toml)] {
+            let full = dir.path().join(p);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, c).unwrap();
+        }
+        let git = init_repo(dir.path()).unwrap();
+        let crate::workload::Workload::Command(spec) = crate::workload::load(dir.path()).unwrap() else {
+            panic!("declared")
+        };
+        let w = Workload::Command(spec);
+        let fixed = FixedManifest::capture_for(&git, &w).unwrap();
+        assert!(fixed.files.contains_key("autoresearch.toml") && !fixed.files.contains_key("params/a.conf"));
+        let head = git.head().unwrap();
+        std::fs::write(dir.path().join("params/a.conf"), "2\n").unwrap();
+        std::fs::write(dir.path().join("params/b.conf"), "new\n").unwrap();
+        assert_eq!(check_scope(&git, &head, &fixed, &w).unwrap(), Verdict::Allowed { train_changed: true });
+        std::fs::write(dir.path().join("params/notes.md"), "x").unwrap();
+        std::fs::write(dir.path().join("autoresearch.toml"), "# changed\n").unwrap();
+        let Verdict::Rejected { offending } = check_scope(&git, &head, &fixed, &w).unwrap() else {
+            panic!("must reject")
+        };
+        assert_eq!(offending, vec!["autoresearch.toml", "params/notes.md"]);
+    }
+
+    #[test]
     fn test_a_fixed_file_changed_in_a_commit_is_caught() {
         let (dir, git) = repo();
         let fixed = FixedManifest::capture(&git).unwrap();

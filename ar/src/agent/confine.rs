@@ -103,3 +103,33 @@ pub fn expand_home(p: &Path) -> PathBuf {
         None => p.to_path_buf(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_workload_agent_writes_its_editable_directories_and_root_files_never_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        for p in ["train.py", "prepare.py", "src/lib/a.py"] {
+            std::fs::create_dir_all(repo.join(p).parent().unwrap()).unwrap();
+            std::fs::write(repo.join(p), "").unwrap();
+        }
+        let toml = "[files]\neditable = [\"train.py\", \"src/lib/**/*.py\"]\nheld_out = [\"data/test/\"]\n\
+                    [run]\ncommand = \"true\"\n[metric]\nname = \"m\"\ndirection = \"minimize\"\n";
+        let spec = crate::workload::toml::parse(&repo.join("autoresearch.toml"), toml).unwrap();
+        let w = crate::workload::Workload::Command(spec);
+        let c = AgentConfinement::for_workload(repo, Path::new("/cache"), &[PathBuf::from("/state")], &w);
+        let policy = c.policy(Path::new("/scratch"));
+        let mut writable = policy.writable.clone();
+        writable.sort();
+        let mut expected =
+            vec![repo.join("src/lib"), repo.join("train.py"), PathBuf::from("/scratch"), PathBuf::from("/state")];
+        expected.sort();
+        assert_eq!(writable, expected);
+        assert!(!policy.writable.contains(&repo.to_path_buf()));
+        let ReadAccess::Except(hidden) = policy.read else { panic!("reads everywhere but") };
+        assert!(hidden.contains(&repo.join("data/test")) && hidden.contains(&repo.join(".autoresearch")));
+    }
+}
