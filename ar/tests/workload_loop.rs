@@ -229,6 +229,10 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
     let statuses: Vec<&str> = decided.iter().map(|(_, s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["keep", "discard"], "{decided:#?}\n{msg}");
     assert_eq!(git(repo.path(), &["show", "autoresearch/up:params/knob.conf"]).trim(), "7");
+    // The agent's digest speaks of the workload's metric and its direction, not val_bpb.
+    let prompt = std::fs::read_to_string(scratch.path().join("prompt.2")).unwrap();
+    assert!(prompt.contains("metric loss (higher is better") && prompt.contains("`loss` (higher is better)"), "{prompt}");
+    assert!(!prompt.contains("val_bpb"), "{prompt}");
     // The verification's gain is improvement-positive: 7 − 5 = 2 on fresh seeds.
     let verified = events.iter().find(|e| e["event"] == "verified").expect("a verification");
     let gain = verified["verification"]["splits"][0]["gain"].as_f64().unwrap();

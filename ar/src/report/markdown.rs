@@ -252,7 +252,13 @@ fn improvements(o: &mut String, m: &Model) {
         line(o, String::new());
         return;
     }
-    line(o, "Kept changes by Δ against the incumbent they beat (negative = better).".to_string());
+    line(
+        o,
+        format!(
+            "Kept changes by Δ against the incumbent they beat ({} = better).",
+            if m.sign() > 0.0 { "negative" } else { "positive" }
+        ),
+    );
     line(o, String::new());
     line(o, "| rank | # | Δ val_bpb | val_bpb | commit | description |".to_string());
     line(o, "|---:|---:|---:|---:|---|---|".to_string());
@@ -382,7 +388,7 @@ fn verification(o: &mut String, m: &Model) {
         return;
     };
     if let Some(b) = v.believed {
-        line(o, format!("Believed during the session (decision seeds): {} improvement in val_bpb.", signed(-b)));
+        line(o, format!("Believed during the session (decision seeds): {} improvement in val_bpb.", signed(-b * m.sign())));
     }
     for sp in &v.splits {
         let sigma = v.sigma_x.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" = {:.1} σ of a baseline run", sp.gain / s));
@@ -432,10 +438,10 @@ fn noise(o: &mut String, m: &Model) {
         .rows
         .iter()
         .filter(|r| {
-            r.kind == RunKind::Candidate && r.outcome == Outcome::Discard && r.delta.is_some_and(|d| d < 0.0)
+            r.kind == RunKind::Candidate && r.outcome == Outcome::Discard && r.delta.is_some_and(|d| m.sign() * d < 0.0)
         })
         .collect();
-    let beyond = |r: &&Row| r.delta.zip(r.margin).is_some_and(|(d, mg)| -d > mg);
+    let beyond = |r: &&Row| r.delta.zip(r.margin).is_some_and(|(d, mg)| -m.sign() * d > mg);
     let list = |rows: &[&Row]| {
         rows.iter()
             .map(|r| format!("#{} ({})", r.id, r.delta.map_or("–".to_string(), signed)))
@@ -628,9 +634,10 @@ fn negative(o: &mut String, m: &Model) {
     }
     line(
         o,
-        "What was tried and did not survive, grouped by what it changed (Δ against the incumbent; \
-         positive = worse):"
-            .to_string(),
+        format!(
+            "What was tried and did not survive, grouped by what it changed (Δ against the incumbent; {} = worse):",
+            if m.sign() > 0.0 { "positive" } else { "negative" }
+        ),
     );
     line(o, String::new());
     for g in groups {

@@ -250,6 +250,11 @@ impl Model {
         self.workload().map_or("val_bpb", |w| w.metric.as_str())
     }
 
+    /// +1 when lower is better, −1 when higher is: `sign · Δ < 0` means better.
+    pub fn sign(&self) -> f64 {
+        if self.better() == "higher is better" { -1.0 } else { 1.0 }
+    }
+
     /// `lower is better` or `higher is better`.
     pub fn better(&self) -> &'static str {
         match self.workload() {
@@ -525,7 +530,10 @@ impl Model {
             .iter()
             .filter(|r| r.kind == RunKind::Candidate && r.outcome == Outcome::Keep && r.delta.is_some())
             .collect();
-        kept.sort_by(|a, b| a.delta.partial_cmp(&b.delta).expect("finite delta").then(a.id.cmp(&b.id)));
+        let s = self.sign();
+        kept.sort_by(|a, b| {
+            a.delta.map(|d| s * d).partial_cmp(&b.delta.map(|d| s * d)).expect("finite delta").then(a.id.cmp(&b.id))
+        });
         kept
     }
 
@@ -569,7 +577,8 @@ impl Model {
                 g.crashes += 1;
             }
             if let Some(d) = r.delta {
-                g.best_delta = Some(g.best_delta.map_or(d, |b: f64| b.min(d)));
+                let s = self.sign();
+                g.best_delta = Some(g.best_delta.map_or(d, |b: f64| if s * d < s * b { d } else { b }));
             }
             g.ids.push(r.id);
         }
