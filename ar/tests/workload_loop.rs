@@ -238,3 +238,18 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
     let gain = verified["verification"]["splits"][0]["gain"].as_f64().unwrap();
     assert!((gain - 2.0).abs() < 1e-6, "gain {gain}: {verified}");
 }
+
+#[test]
+fn test_a_command_workload_refuses_the_pool_slurm_and_the_built_in_agents_before_making_a_branch() {
+    let repo = knob_repo("minimize");
+    for (args, says) in [
+        (vec!["loop", "--tag", "p", "--agent", "cmd:true", "--workers", "2"], "one measurement at a time"),
+        (vec!["loop", "--tag", "p", "--agent", "cmd:true", "--backend", "slurm"], "one measurement at a time"),
+        (vec!["loop", "--tag", "p", "--agent", "evolve"], "needs an agent CLI"),
+    ] {
+        let out = ar(repo.path(), &args);
+        let msg = text(&out);
+        assert!(!out.status.success() && msg.contains(says) && msg.contains("autoresearch.toml"), "{args:?}: {msg}");
+    }
+    assert!(!git(repo.path(), &["branch", "--list"]).contains("autoresearch/p"), "no branch was made");
+}
