@@ -25,9 +25,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A committed repository: the knob, the scorer, the checks and the declaration.
-fn knob_repo(direction: &str) -> tempfile::TempDir {
+/// A committed repository: the knob, the scorer, the checks and the declaration. With
+/// `json`, the scorer writes `metrics.json` (not ignored by git) instead of a METRIC line.
+fn knob_repo(direction: &str, json: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    let source = if json { "source = \"json\"\nfile = \"metrics.json\"\nkey = \"loss\"" } else { "source = \"stdout\"" };
     let toml = format!(
         r#"version = 1
 name = "knob"
@@ -43,7 +45,7 @@ seed_env = "SEED"
 [metric]
 name = "loss"
 direction = "{direction}"
-source = "stdout"
+{source}
 
 [checks]
 command = "sh check.sh"
@@ -52,12 +54,15 @@ timeout = "30s"
     );
     // The noise depends on the seed index only, so a pair (same index) cancels it and the
     // baseline runs still spread (the noise estimate is not zero).
-    let score = "k=$(cat params/knob.conf)\n\
-                 awk -v k=\"$k\" -v s=\"${SEED:-0}\" 'BEGIN { printf \"METRIC loss=%.4f\\n\", k + ((s * 37) % 11) / 1000 }'\n";
+    let (print, to) = if json { (r#"{\"loss\": %.4f}\n"#, " > metrics.json") } else { (r"METRIC loss=%.4f\n", "") };
+    let score = format!(
+        "k=$(cat params/knob.conf)\n\
+         awk -v k=\"$k\" -v s=\"${{SEED:-0}}\" 'BEGIN {{ printf \"{print}\", k + ((s * 37) % 11) / 1000 }}'{to}\n"
+    );
     let check = "[ \"$(cat params/knob.conf)\" != 1 ] || { echo 'knob 1 breaks the contract' >&2; exit 1; }\n";
     for (path, text) in [
         ("autoresearch.toml", toml.as_str()),
-        ("score.sh", score),
+        ("score.sh", score.as_str()),
         ("check.sh", check),
         ("params/knob.conf", "5\n"),
         ("params/README", "the knob's value is the loss\n"),
@@ -146,7 +151,7 @@ fn loop_args<'a>(tag: &'a str, agent: &'a str, state: &'a str, n: &'a str) -> Ve
 
 #[test]
 fn test_a_loop_on_a_command_workload_keeps_improvements_and_refuses_worse_out_of_scope_and_failing_checks() {
-    let repo = knob_repo("minimize");
+    let repo = knob_repo("minimize", false);
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().display().to_string();
     let agent = agent(
@@ -214,7 +219,7 @@ fn test_a_loop_on_a_command_workload_keeps_improvements_and_refuses_worse_out_of
 
 #[test]
 fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
-    let repo = knob_repo("maximize");
+    let repo = knob_repo("maximize", true);
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().display().to_string();
     let agent = agent(
@@ -229,6 +234,10 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
     let statuses: Vec<&str> = decided.iter().map(|(_, s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["keep", "discard"], "{decided:#?}\n{msg}");
     assert_eq!(git(repo.path(), &["show", "autoresearch/up:params/knob.conf"]).trim(), "7");
+    // The metric came through the JSON file, which git does not ignore: ar's own rewrites of
+    // it are no one's edit, so no baseline run and no turn was refused for it (the statuses
+    // above), and the session cleaned it away at the end like any other leftover.
+    assert!(!repo.path().join("metrics.json").exists());
     // The agent's digest speaks of the workload's metric and its direction, not val_bpb.
     let prompt = std::fs::read_to_string(scratch.path().join("prompt.2")).unwrap();
     assert!(prompt.contains("metric loss (higher is better") && prompt.contains("`loss` (higher is better)"), "{prompt}");
@@ -241,7 +250,7 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
 
 #[test]
 fn test_a_command_workload_refuses_the_pool_slurm_and_the_built_in_agents_before_making_a_branch() {
-    let repo = knob_repo("minimize");
+    let repo = knob_repo("minimize", false);
     for (args, says) in [
         (vec!["loop", "--tag", "p", "--agent", "cmd:true", "--workers", "2"], "one measurement at a time"),
         (vec!["loop", "--tag", "p", "--agent", "cmd:true", "--backend", "slurm"], "one measurement at a time"),

@@ -69,9 +69,8 @@ impl Session {
     /// unmodified tree, and the files put back.
     pub(crate) fn ensure_baseline_keeping_edits(&mut self) -> Result<()> {
         let best = self.best_commit();
-        let changed = self.git.changed_since(&best)?;
-        let scope = self.workload.scope(&changed);
-        if changed.is_empty() || !scope.offending.is_empty() {
+        let scope = self.workload.scope(&self.git.changed_since(&best)?);
+        if scope.editable.is_empty() || !scope.offending.is_empty() {
             return self.ensure_baseline();
         }
         let saved: Vec<(String, Option<Vec<u8>>)> =

@@ -86,7 +86,8 @@ impl Session {
                 bail!("stopped before the baseline finished");
             }
             let best = self.best_commit();
-            let changed = self.git.changed_since(&best)?;
+            let scope = self.workload.scope(&self.git.changed_since(&best)?);
+            let changed: Vec<String> = scope.editable.into_iter().chain(scope.offending).collect();
             if !changed.is_empty() {
                 bail!(
                     "the first experiment on a branch is the baseline, run on the unmodified files; {} changed: \

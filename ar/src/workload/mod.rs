@@ -203,15 +203,28 @@ impl Workload {
         }
     }
 
-    /// Splits changed paths into what may change and what may not.
+    /// Splits changed paths into what may change and what may not. The JSON metric file is
+    /// neither: `ar` itself empties it before every run, so its changes are nobody's edit.
     pub fn scope(&self, changed: &[String]) -> Scope {
-        let (editable, offending) = changed.iter().cloned().partition(|p| self.is_editable(p));
+        let (editable, offending) =
+            changed.iter().filter(|p| !self.is_metric_file(p)).cloned().partition(|p| self.is_editable(p));
         Scope { editable, offending }
     }
 
-    /// The tracked files to hash-pin: every one the agent may not edit.
+    /// The tracked files to hash-pin: every one the agent may not edit (and not the JSON
+    /// metric file, which every run rewrites).
     pub fn pinned(&self, tracked: &[String]) -> Vec<String> {
-        tracked.iter().filter(|p| !self.is_editable(p)).cloned().collect()
+        tracked.iter().filter(|p| !self.is_editable(p) && !self.is_metric_file(p)).cloned().collect()
+    }
+
+    /// Whether `path` is the file a `source = "json"` metric is read from.
+    pub fn is_metric_file(&self, path: &str) -> bool {
+        match self {
+            Workload::Command(CommandSpec { metric: MetricSpec { source: MetricSource::Json { file, .. }, .. }, .. }) => {
+                file.trim_start_matches("./") == path
+            }
+            _ => false,
+        }
     }
 
     pub fn direction(&self) -> Direction {
