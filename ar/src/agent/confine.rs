@@ -59,7 +59,13 @@ impl AgentConfinement {
             let p = pattern.trim_start_matches("./");
             let literal = &p[..p.find(['*', '?', '[']).unwrap_or(p.len())];
             match literal.rfind('/') {
-                Some(cut) if cut > 0 => writable.push(repo.join(&literal[..cut])),
+                // A directory that does not exist yet gets no rule (landlock needs a path).
+                Some(cut) if cut > 0 => {
+                    let dir = repo.join(&literal[..cut]);
+                    if dir.is_dir() && !writable.contains(&dir) {
+                        writable.push(dir);
+                    }
+                }
                 _ => root_patterns.push(pattern),
             }
         }

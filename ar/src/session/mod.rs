@@ -531,7 +531,9 @@ fn check_workload(
         (None, None) => Ok(()),
         (Some(then), Some(now)) if then.sha256 == now.sha256 => Ok(()),
         (Some(then), Some(_)) => bail!(
-            "{} changed since session {} was created (it declared {} `{}`, {}; sha256 {}…): a session keeps the              workload it started with. Restore the file (`git checkout {} -- {}`) or start a new session with a              new --tag",
+            "{} changed since session {} was created (it declared {} `{}`, {}; sha256 {}…): a session keeps the \
+             workload it started with. Restore the file (`git checkout {} -- {}`) or start a new session with a \
+             new --tag",
             file.display(),
             dir.display(),
             then.direction,
@@ -542,13 +544,15 @@ fn check_workload(
             crate::workload::FILE
         ),
         (Some(then), None) => bail!(
-            "{} is gone, but session {} was created on it (metric `{}`): restore the file or start a new session              with a new --tag",
+            "{} is gone, but session {} was created on it (metric `{}`): restore the file or start a new session \
+             with a new --tag",
             file.display(),
             dir.display(),
             then.metric
         ),
         (None, Some(_)) => bail!(
-            "{} appeared after session {} was created on this repository's GPT: a session keeps the workload it              started with. Start a new session with a new --tag to use the declared workload",
+            "{} appeared after session {} was created on this repository's GPT: a session keeps the workload it \
+             started with. Start a new session with a new --tag to use the declared workload",
             file.display(),
             dir.display()
         ),
