@@ -197,6 +197,7 @@ fn test_a_loop_on_a_command_workload_keeps_improvements_and_refuses_worse_out_of
     // The agent was told what it may edit, the metric and which way is better.
     let prompt = std::fs::read_to_string(scratch.path().join("prompt.1")).unwrap();
     assert!(prompt.contains("params/*.conf") && prompt.contains("`loss` (lower is better)"), "{prompt}");
+    assert!(!prompt.contains("val_bpb") && !prompt.contains("train/src/main.rs"), "{prompt}");
     assert!(prompt.contains("sh check.sh"), "{prompt}");
 
     // The report names the metric and where it comes from.

@@ -191,7 +191,11 @@ pub fn digest_text(events: &[Event]) -> String {
 pub fn digest(m: &Model) -> String {
     let text = digest_gpt_words(m);
     // A declared workload's metric takes val_bpb's place (the sentences are the GPT's).
-    if m.workload().is_some() { text.replace("val_bpb", m.metric()) } else { text }
+    if m.workload().is_some() {
+        text.replace("val_bpb", m.metric()).replace("unmodified train file", "unmodified files")
+    } else {
+        text
+    }
 }
 
 fn digest_gpt_words(m: &Model) -> String {
