@@ -125,6 +125,18 @@ impl Git {
         self.head()
     }
 
+    /// Commits exactly `paths` (added, changed or deleted) with `message`; returns the new
+    /// commit. The pathspec keeps anything else the index may hold out of the commit.
+    pub fn commit_paths(&self, paths: &[String], message: &str) -> Result<String> {
+        let mut add = vec!["add", "-A", "--"];
+        add.extend(paths.iter().map(String::as_str));
+        self.run(&add)?;
+        let mut commit = vec!["commit", "-q", "--no-verify", "-m", message, "--"];
+        commit.extend(paths.iter().map(String::as_str));
+        self.run(&commit)?;
+        self.head()
+    }
+
     /// Moves the current branch and the working tree to `rev`.
     pub fn reset_hard(&self, rev: &str) -> Result<()> {
         self.run(&["reset", "-q", "--hard", rev]).map(|_| ())

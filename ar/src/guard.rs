@@ -8,6 +8,10 @@
 //! committed or built. The hash check also catches changes that slipped into history
 //! (an agent committing on its own) and files deleted from the working tree.
 //!
+//! A declared workload (`autoresearch.toml`) widens "the train file" to the files its
+//! `editable` patterns match ([`check_scope`], [`FixedManifest::capture_for`]); every other
+//! tracked file, the declaration included, is pinned the same way.
+//!
 //! The build itself runs outside the sandbox, so the train file must not pull anything in
 //! at compile time: [`lint`] rejects `include_bytes!`, `include_str!`, `include!`, `env!`,
 //! `option_env!` and `#[path]` (a val shard compiled into the binary would defeat every
@@ -20,6 +24,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::git::{Git, TRAIN_FILE};
+use crate::workload::Workload;
 
 /// sha256 of every tracked file except the train file, at session start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,11 +36,13 @@ pub struct FixedManifest {
 impl FixedManifest {
     /// Hashes the working-tree content of every tracked file but the train file.
     pub fn capture(git: &Git) -> Result<FixedManifest> {
+        FixedManifest::capture_for(git, &Workload::Gpt)
+    }
+
+    /// Hashes every tracked file the workload's agent may not edit.
+    pub fn capture_for(git: &Git, workload: &Workload) -> Result<FixedManifest> {
         let mut files = BTreeMap::new();
-        for path in git.tracked_files()? {
-            if path == TRAIN_FILE {
-                continue;
-            }
+        for path in workload.pinned(&git.tracked_files()?) {
             files.insert(path.clone(), hash_file(&git.root.join(&path))?);
         }
         Ok(FixedManifest { commit: git.head()?, files })
@@ -73,8 +80,15 @@ pub enum Verdict {
 
 /// Checks the working tree against `head` (the session's best commit) and `fixed`.
 pub fn check(git: &Git, head: &str, fixed: &FixedManifest) -> Result<Verdict> {
+    check_scope(git, head, fixed, &Workload::Gpt)
+}
+
+/// The same check for any workload: only paths its editable patterns match may differ
+/// (`train_changed` then means "an editable file changed").
+pub fn check_scope(git: &Git, head: &str, fixed: &FixedManifest, workload: &Workload) -> Result<Verdict> {
     let changed = git.changed_since(head)?;
-    let mut offending: Vec<String> = changed.iter().filter(|p| p.as_str() != TRAIN_FILE).cloned().collect();
+    let scope = workload.scope(&changed);
+    let mut offending = scope.offending;
     for (path, expected) in &fixed.files {
         if hash_file(&git.root.join(path))? != *expected && !offending.contains(path) {
             offending.push(path.clone());
@@ -82,7 +96,7 @@ pub fn check(git: &Git, head: &str, fixed: &FixedManifest) -> Result<Verdict> {
     }
     offending.sort();
     if offending.is_empty() {
-        Ok(Verdict::Allowed { train_changed: changed.iter().any(|p| p == TRAIN_FILE) })
+        Ok(Verdict::Allowed { train_changed: !scope.editable.is_empty() })
     } else {
         Ok(Verdict::Rejected { offending })
     }
@@ -305,6 +319,35 @@ mod tests {
             panic!("must reject")
         };
         assert_eq!(offending, vec!["Cargo.toml", "notes.txt", "prepare/src/lib.rs"]);
+    }
+
+    #[test]
+    fn test_a_workload_allows_files_its_globs_match_and_pins_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = "[files]\neditable = [\"params/*.conf\"]\n[run]\ncommand = \"true\"\n[metric]\nname = \"m\"\n\
+                    direction = \"maximize\"\n";
+        for (p, c) in [("params/a.conf", "1\n"), ("params/README", "x\n"), ("autoresearch.toml", toml)] {
+            let full = dir.path().join(p);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, c).unwrap();
+        }
+        let git = init_repo(dir.path()).unwrap();
+        let crate::workload::Workload::Command(spec) = crate::workload::load(dir.path()).unwrap() else {
+            panic!("declared")
+        };
+        let w = Workload::Command(spec);
+        let fixed = FixedManifest::capture_for(&git, &w).unwrap();
+        assert!(fixed.files.contains_key("autoresearch.toml") && !fixed.files.contains_key("params/a.conf"));
+        let head = git.head().unwrap();
+        std::fs::write(dir.path().join("params/a.conf"), "2\n").unwrap();
+        std::fs::write(dir.path().join("params/b.conf"), "new\n").unwrap();
+        assert_eq!(check_scope(&git, &head, &fixed, &w).unwrap(), Verdict::Allowed { train_changed: true });
+        std::fs::write(dir.path().join("params/notes.md"), "x").unwrap();
+        std::fs::write(dir.path().join("autoresearch.toml"), "# changed\n").unwrap();
+        let Verdict::Rejected { offending } = check_scope(&git, &head, &fixed, &w).unwrap() else {
+            panic!("must reject")
+        };
+        assert_eq!(offending, vec!["autoresearch.toml", "params/notes.md"]);
     }
 
     #[test]

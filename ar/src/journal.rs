@@ -180,6 +180,27 @@ pub struct SessionSettings {
     /// Cargo features of the train crate.
     #[serde(default)]
     pub features: Vec<String>,
+    /// The declared workload the session optimises (None: this repository's GPT, as in
+    /// journals from before workloads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadSettings>,
+}
+
+/// What a session fixes of a command workload: enough to label reports without the
+/// `autoresearch.toml`, and its hash, so a resume notices a changed declaration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadSettings {
+    /// `command` (the only declared kind so far).
+    pub kind: String,
+    pub name: String,
+    pub metric: String,
+    /// `minimize` or `maximize`.
+    pub direction: String,
+    /// Where the deciding number comes from (`program output (untrusted)`).
+    pub source: String,
+    /// The declaration file, relative to the repository, and the sha256 of its bytes.
+    pub file: String,
+    pub sha256: String,
 }
 
 /// Seconds spent per phase of one experiment.

@@ -14,7 +14,7 @@
 //! the loop goes on. Changes outside the train file are not undone here (the supervisor's
 //! guard rejects them) but are named in the detail of a turn that produced no experiment.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,8 @@ pub struct CommandAgent {
     echo: bool,
     /// The sandbox the command runs in, and its private scratch directory.
     confine: Option<(super::confine::AgentConfinement, tempfile::TempDir)>,
+    /// A declared command workload: the agent edits its editable files (None: the train file).
+    workload: Option<crate::workload::CommandSpec>,
 }
 
 /// One run of the command.
@@ -64,6 +66,10 @@ impl CommandAgent {
             confine: opts.confine.clone().and_then(|c| {
                 tempfile::Builder::new().prefix("ar-agent-").tempdir().ok().map(|dir| (c, dir))
             }),
+            workload: match &opts.workload {
+                Some(crate::workload::Workload::Command(spec)) => Some(spec.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -250,6 +256,9 @@ impl Agent for CommandAgent {
     }
 
     fn propose(&mut self, turn: &Turn) -> Result<Outcome> {
+        if let Some(spec) = self.workload.clone() {
+            return self.propose_files(turn, &spec);
+        }
         let original = read_train(turn.repo)?;
         let path = turn.repo.join(TRAIN_FILE);
         let before = git_status(turn.repo);
@@ -329,6 +338,133 @@ impl Agent for CommandAgent {
                 "; also changed outside {TRAIN_FILE} (not undone): {}",
                 outside.join(", ")
             ));
+        }
+        Ok(if last_unchanged { Outcome::NoChange { detail } } else { Outcome::Failed { detail } })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A declared command workload: the editable files instead of the train file
+
+/// The content of every file the workload's patterns match now (tracked or untracked, not
+/// ignored); a tracked file deleted from the tree is absent.
+fn editable_snapshot(repo: &Path, spec: &crate::workload::CommandSpec) -> BTreeMap<String, Vec<u8>> {
+    let workload = crate::workload::Workload::Command(spec.clone());
+    let Ok(out) = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return BTreeMap::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter(|p| !p.is_empty() && workload.is_editable(p))
+        .filter_map(|p| std::fs::read(repo.join(p)).ok().map(|b| (p.to_string(), b)))
+        .collect()
+}
+
+/// Puts the editable files back as `before` had them (a failed attempt's half-edit is not
+/// trusted): changed ones rewritten, new ones removed.
+fn restore_snapshot(repo: &Path, spec: &crate::workload::CommandSpec, before: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+    let now = editable_snapshot(repo, spec);
+    for (path, bytes) in before {
+        if now.get(path) != Some(bytes) {
+            let full = repo.join(path);
+            if let Some(dir) = full.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&full, bytes).with_context(|| format!("cannot restore {}", full.display()))?;
+        }
+    }
+    for path in now.keys().filter(|p| !before.contains_key(*p)) {
+        let _ = std::fs::remove_file(repo.join(path));
+    }
+    Ok(())
+}
+
+/// `edit a.py, b.py`: a description when the agent gave none.
+fn describe_files(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>) -> String {
+    let mut paths: Vec<&String> = after.iter().filter(|(p, b)| before.get(*p) != Some(*b)).map(|(p, _)| p).collect();
+    paths.extend(before.keys().filter(|p| !after.contains_key(*p)));
+    prompt::clean_line(&format!("edit {}", paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")))
+}
+
+impl CommandAgent {
+    /// One turn on a command workload: the same attempts, retries and roll-backs as for the
+    /// train file, judged on the editable files' contents.
+    fn propose_files(&mut self, turn: &Turn, spec: &crate::workload::CommandSpec) -> Result<Outcome> {
+        let original = editable_snapshot(turn.repo, spec);
+        let before = git_status(turn.repo);
+        let patterns = spec.editable.join(", ");
+        let mut notes: Vec<String> = Vec::new();
+        let mut last_unchanged = false;
+        let attempts = self.retries + 1;
+        for attempt in 1..=attempts {
+            let input = prompt::build_for_workload(turn, spec, notes.last().map(String::as_str));
+            let log = self.log_dir.as_deref();
+            log_transcript(log, turn.number, &format!("attempt {attempt}: prompt to `{}`", self.command), &input);
+            let ran = self.run_once(turn.repo, &input, turn.number)?;
+            log_transcript(log, turn.number, &format!("attempt {attempt}: stdout"), &ran.stdout);
+            log_transcript(log, turn.number, &format!("attempt {attempt}: stderr"), &ran.stderr);
+            let after = editable_snapshot(turn.repo, spec);
+            let changed = after != original;
+            last_unchanged = false;
+            let note = match ran.status {
+                None => format!(
+                    "it ran past the {}s limit and was killed; make a smaller change and finish sooner",
+                    self.timeout.as_secs_f64()
+                ),
+                Some(status) if !status.success() => {
+                    let code = status.code().map_or_else(|| "a signal".to_string(), |c| c.to_string());
+                    let why = format!("the command exited with {code}: {}", tail(&ran.stderr, 3));
+                    if status.code() == Some(127) {
+                        if changed {
+                            restore_snapshot(turn.repo, spec, &original)?;
+                        }
+                        return Ok(Outcome::Failed {
+                            detail: format!("{why}; is `{}` installed and on PATH?", self.command),
+                        });
+                    }
+                    why
+                }
+                Some(_) if !changed => {
+                    // A change outside the editable files alone is still a turn: the
+                    // supervisor's guard rejects it and journals the paths.
+                    if !outside_changes(turn.repo, &before).is_empty() {
+                        let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
+                        let description = description.unwrap_or_else(|| "change outside the editable files".into());
+                        return Ok(Outcome::Changed { description, hypothesis });
+                    }
+                    last_unchanged = true;
+                    let mut note = format!("none of the editable files ({patterns}) changed; this turn must edit one");
+                    if !ran.stdout.trim().is_empty() {
+                        note.push_str(&format!(" ({})", permission_hint(&self.command)));
+                    }
+                    note
+                }
+                Some(_) => {
+                    let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
+                    let description = description.unwrap_or_else(|| describe_files(&original, &after));
+                    let outside = outside_changes(turn.repo, &before);
+                    if !outside.is_empty() {
+                        log_transcript(log, turn.number, "changed outside the editable files", &outside.join("\n"));
+                    }
+                    return Ok(Outcome::Changed { description, hypothesis });
+                }
+            };
+            if changed {
+                restore_snapshot(turn.repo, spec, &original)?;
+            }
+            notes.push(format!("attempt {attempt} ({:.0}s): {note}", ran.seconds));
+        }
+        let mut detail = notes.join("; ");
+        let outside = outside_changes(turn.repo, &before);
+        if !outside.is_empty() {
+            detail.push_str(&format!("; also changed outside the editable files (not undone): {}", outside.join(", ")));
         }
         Ok(if last_unchanged { Outcome::NoChange { detail } } else { Outcome::Failed { detail } })
     }

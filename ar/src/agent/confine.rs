@@ -42,9 +42,56 @@ impl AgentConfinement {
         }
     }
 
+    /// For a command workload: instead of `train/src/`, the directories its editable
+    /// patterns name (the literal part before the first glob character), and where a
+    /// pattern names files at the repository root, those files themselves — never the
+    /// root, whose `.git` and `.autoresearch` the agent must not write. The workload's
+    /// held-out and agent-hidden paths are hidden besides the cache and `.autoresearch/`.
+    pub fn for_workload(
+        repo: &Path,
+        cache_root: &Path,
+        extra: &[PathBuf],
+        workload: &crate::workload::Workload,
+    ) -> AgentConfinement {
+        let mut writable = extra.to_vec();
+        let mut root_patterns = Vec::new();
+        for pattern in workload.editable() {
+            let p = pattern.trim_start_matches("./");
+            let literal = &p[..p.find(['*', '?', '[']).unwrap_or(p.len())];
+            match literal.rfind('/') {
+                // A directory that does not exist yet gets no rule (landlock needs a path).
+                Some(cut) if cut > 0 => {
+                    let dir = repo.join(&literal[..cut]);
+                    if dir.is_dir() && !writable.contains(&dir) {
+                        writable.push(dir);
+                    }
+                }
+                _ => root_patterns.push(pattern),
+            }
+        }
+        if !root_patterns.is_empty()
+            && let Ok(entries) = std::fs::read_dir(repo)
+        {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().is_ok_and(|t| t.is_file()) && workload.is_editable(&name) {
+                    writable.push(entry.path());
+                }
+            }
+        }
+        let mut hidden = vec![cache_root.to_path_buf(), repo.join(".autoresearch")];
+        hidden.extend(workload.held_out(repo));
+        // `train_dir` is the GPT's name for "where the agent edits"; here the first such path.
+        let train_dir = if writable.len() > extra.len() { writable.remove(extra.len()) } else { PathBuf::new() };
+        AgentConfinement { writable, hidden, train_dir }
+    }
+
     /// The sandbox policy, with `scratch` as the agent's private temporary directory.
     pub fn policy(&self, scratch: &Path) -> Policy {
-        let mut writable = vec![self.train_dir.clone(), scratch.to_path_buf()];
+        let mut writable = vec![scratch.to_path_buf()];
+        if !self.train_dir.as_os_str().is_empty() {
+            writable.insert(0, self.train_dir.clone());
+        }
         writable.extend(self.writable.iter().cloned());
         Policy {
             writable,
@@ -60,5 +107,35 @@ pub fn expand_home(p: &Path) -> PathBuf {
     match p.to_str().and_then(|s| s.strip_prefix("~/")) {
         Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
         None => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_a_workload_agent_writes_its_editable_directories_and_root_files_never_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        for p in ["train.py", "prepare.py", "src/lib/a.py"] {
+            std::fs::create_dir_all(repo.join(p).parent().unwrap()).unwrap();
+            std::fs::write(repo.join(p), "").unwrap();
+        }
+        let toml = "[files]\neditable = [\"train.py\", \"src/lib/**/*.py\"]\nheld_out = [\"data/test/\"]\n\
+                    [run]\ncommand = \"true\"\n[metric]\nname = \"m\"\ndirection = \"minimize\"\n";
+        let spec = crate::workload::toml::parse(&repo.join("autoresearch.toml"), toml).unwrap();
+        let w = crate::workload::Workload::Command(spec);
+        let c = AgentConfinement::for_workload(repo, Path::new("/cache"), &[PathBuf::from("/state")], &w);
+        let policy = c.policy(Path::new("/scratch"));
+        let mut writable = policy.writable.clone();
+        writable.sort();
+        let mut expected =
+            vec![repo.join("src/lib"), repo.join("train.py"), PathBuf::from("/scratch"), PathBuf::from("/state")];
+        expected.sort();
+        assert_eq!(writable, expected);
+        assert!(!policy.writable.contains(&repo.to_path_buf()));
+        let ReadAccess::Except(hidden) = policy.read else { panic!("reads everywhere but") };
+        assert!(hidden.contains(&repo.join("data/test")) && hidden.contains(&repo.join(".autoresearch")));
     }
 }

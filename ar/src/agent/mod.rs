@@ -107,6 +107,9 @@ pub struct AgentOptions {
     pub echo: bool,
     /// The sandbox a `cmd:` agent runs in (None: unconfined, only with --agent-unconfined).
     pub confine: Option<confine::AgentConfinement>,
+    /// A declared command workload: a `cmd:` agent then edits its editable files and is
+    /// told its metric (None: this repository's GPT and its train file).
+    pub workload: Option<crate::workload::Workload>,
 }
 
 impl Default for AgentOptions {
@@ -126,6 +129,7 @@ impl Default for AgentOptions {
             log_dir: None,
             echo: false,
             confine: None,
+            workload: None,
         }
     }
 }

@@ -65,6 +65,52 @@ pub fn build(turn: &Turn, mode: Mode, retry_note: Option<&str>) -> String {
     p
 }
 
+/// The user prompt of a `cmd:` agent on a declared command workload: the same layout, with
+/// instructions naming the editable patterns, the metric and which way is better.
+pub fn build_for_workload(turn: &Turn, spec: &crate::workload::CommandSpec, retry_note: Option<&str>) -> String {
+    let mut p = build(turn, Mode::EditInPlace, retry_note);
+    let cut = p.rfind(INSTRUCTIONS_EDIT).unwrap_or(p.len());
+    p.truncate(cut);
+    p.push_str(&workload_instructions(spec));
+    p
+}
+
+fn workload_instructions(spec: &crate::workload::CommandSpec) -> String {
+    let better = match spec.metric.direction {
+        crate::stats::Direction::Minimize => "lower is better",
+        crate::stats::Direction::Maximize => "higher is better",
+    };
+    let checks = match &spec.checks {
+        Some(c) => format!(", and keeps a change only if `{}` passes", c.command),
+        None => String::new(),
+    };
+    let metric = &spec.metric.name;
+    format!(
+        "`ar` runs the experiment loop for you (git, build, measurement, keep or discard); this call is ONE step \
+         of it. Make one experimental change:\n\n\
+         - Edit only files matching these patterns, in place, in the current directory: {}. Every other file is \
+         fixed: a change anywhere else gets the experiment rejected.\n\
+         - Do not commit, do not build, do not run the measurement: ar does that after you finish, and decides \
+         on `{metric}` ({better}) measured several times at different seeds{checks}.\n\
+         - Prefer an idea the session has not tried yet (see above); small, clean changes are easier to judge.\n\n\
+         Finish your answer with these lines (one line each; the last occurrence counts):\n\
+         DESCRIPTION: <what you changed>\n\
+         HYPOTHESIS: <why it should improve {metric}>\n",
+        spec.editable.join(", ")
+    )
+}
+
+/// What a command workload's agent reads when the repository has no program.md.
+pub fn default_program(spec: &crate::workload::CommandSpec) -> String {
+    let name = spec.name.clone().unwrap_or_else(|| "this repository".to_string());
+    format!(
+        "# autoresearch: {name}\n\nYou are a researcher improving {name}. Each turn you make one change to the \
+         files you may edit ({}); `ar` measures `{}` and keeps the change only when it is reliably better.\n",
+        spec.editable.join(", "),
+        spec.metric.name
+    )
+}
+
 const INSTRUCTIONS_EDIT: &str = "\
 `ar` runs the experiment loop for you (git, build, training run, keep or discard); this call \
 is ONE step of it. Make one experimental change:

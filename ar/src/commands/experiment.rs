@@ -12,7 +12,6 @@ use clap::Args;
 
 use super::session_args::SessionArgs;
 use crate::journal::Status;
-use crate::exec::build::find_repo;
 use crate::session::{Open, Session};
 
 #[derive(Debug, Args)]
@@ -31,7 +30,7 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
-    let repo = find_repo(&args.repo.unwrap_or_else(|| PathBuf::from(".")))?;
+    let repo = crate::workload::find_repo(&args.repo.unwrap_or_else(|| PathBuf::from(".")))?;
     let opts = args.session.options("external (ar experiment)")?;
     let mut session = Session::open(&repo, None, Open::Attach, &opts)?;
     crate::interrupt::install(session.stop.clone());

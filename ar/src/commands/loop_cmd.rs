@@ -16,8 +16,8 @@ use super::session_args::SessionArgs;
 use crate::agent::{AgentOptions, Outcome as AgentOutcome, Turn, parse_agent};
 use crate::git::TRAIN_FILE;
 use crate::journal::{Event, Status, now};
-use crate::exec::build::find_repo;
 use crate::session::{Open, Session};
+use crate::workload::Workload;
 
 /// Agent turns in a row without a usable change before the loop gives up.
 const MAX_BARREN_TURNS: usize = 5;
@@ -92,7 +92,7 @@ pub struct LoopSummary {
 }
 
 pub fn run(args: LoopArgs) -> Result<ExitCode> {
-    let repo = find_repo(&args.repo.clone().unwrap_or_else(|| PathBuf::from(".")))?;
+    let repo = crate::workload::find_repo(&args.repo.clone().unwrap_or_else(|| PathBuf::from(".")))?;
     let summary = run_loop(&repo, &args)?;
     println!("Stopped: {}. Journal: {}", summary.reason, summary.journal.display());
     Ok(ExitCode::SUCCESS)
@@ -112,33 +112,58 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
     };
     let mut agent = parse_agent(&args.agent, &agent_opts)?;
     let mut opts = args.session.options(&agent.name())?;
+    // Refused before a session branch is made (checked again on the session's own tree).
+    if let Ok(w @ Workload::Command(_)) = crate::workload::load(repo) {
+        check_workload_loop(args, &w)?;
+    }
     if args.agent.starts_with("cmd:") {
         opts.agent = format!(
             "{} ({})",
             agent.name(),
-            if args.agent_unconfined { "unconfined" } else { "confined: writes train/src only" }
+            if args.agent_unconfined { "unconfined" } else { "confined: writes the editable files only" }
         );
     }
     let how = if args.resume { Open::Resume } else { Open::Create };
     let mut session = Session::open(repo, Some(&args.tag), how, &opts)?;
     crate::interrupt::install(session.stop.clone());
+    let workload = session.workload.clone();
+    check_workload_loop(args, &workload)?;
     agent_opts.max_seq_len = Some(session.profile.max_seq_len);
     agent_opts.log_dir = Some(session.dir.join("agent"));
     if !args.agent_unconfined {
         let extra: Vec<PathBuf> = args.agent_writable.iter().map(|p| crate::agent::confine::expand_home(p)).collect();
-        agent_opts.confine = Some(crate::agent::confine::AgentConfinement::for_repo(repo, &session.cache_root, &extra));
+        agent_opts.confine = Some(match &workload {
+            Workload::Gpt => crate::agent::confine::AgentConfinement::for_repo(repo, &session.cache_root, &extra),
+            w => crate::agent::confine::AgentConfinement::for_workload(repo, &session.cache_root, &extra, w),
+        });
+    }
+    if let Workload::Command(_) = &workload {
+        agent_opts.workload = Some(workload.clone());
     }
     agent = parse_agent(&args.agent, &agent_opts)?;
+    let what = match &workload {
+        Workload::Gpt => format!("profile {}", session.profile.name),
+        w => format!(
+            "workload {} | metric {} ({}, {})",
+            w.name(),
+            w.metric_name(),
+            crate::workload::direction_name(w.direction()),
+            w.metric_source_label()
+        ),
+    };
     println!(
-        "Session {} on {} | profile {} | agent {} | journal {}",
+        "Session {} on {} | {what} | agent {} | journal {}",
         session.tag,
         session.branch,
-        session.profile.name,
         agent.name(),
         session.journal.path().display()
     );
-    let program = std::fs::read_to_string(repo.join("program.md"))
-        .with_context(|| format!("cannot read {}", repo.join("program.md").display()))?;
+    let program_path = repo.join("program.md");
+    let program = match &workload {
+        Workload::Command(spec) if !program_path.exists() => crate::agent::prompt::default_program(spec),
+        _ => std::fs::read_to_string(&program_path)
+            .with_context(|| format!("cannot read {}", program_path.display()))?,
+    };
 
     let stop_reason = |session: &Session, done: usize| -> Option<String> {
         if session.stop.load(Ordering::SeqCst) {
@@ -173,7 +198,7 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
             session.live.phase(number, "agent", &agent.name());
             let started = Instant::now();
             let digest = crate::report::digest_text(session.journal.events());
-            let train_file = std::fs::read_to_string(repo.join(TRAIN_FILE))?;
+            let train_file = read_train_file(repo, &workload)?;
             let events = session.journal.events().to_vec();
             let turn = Turn {
                 repo,
@@ -238,6 +263,42 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
         },
     };
     finish(args, session, reason)
+}
+
+/// A command workload runs with a `cmd:` agent, one run at a time, on this machine: the
+/// built-in agents edit the GPT's train file, and the pool and Slurm paths stage the GPT's
+/// binary.
+fn check_workload_loop(args: &LoopArgs, workload: &Workload) -> Result<()> {
+    let Workload::Command(spec) = workload else { return Ok(()) };
+    let file = spec.file.display();
+    if !args.agent.trim().starts_with("cmd:") {
+        bail!(
+            "--agent {}: {file} declares a command workload, which needs an agent CLI that edits files (e.g. \
+             --agent 'cmd:claude -p'); evolve and openai: edit this repository's GPT train file only",
+            args.agent
+        );
+    }
+    if args.workers > 1 || args.backend != "local" {
+        bail!(
+            "--workers {} --backend {}: a command workload ({file}) runs one measurement at a time on this machine \
+             for now; drop --workers and --backend",
+            args.workers,
+            args.backend
+        );
+    }
+    Ok(())
+}
+
+/// The GPT's train file for the agent's prompt ("" for a command workload, whose agent
+/// reads its files itself).
+fn read_train_file(repo: &Path, workload: &Workload) -> Result<String> {
+    match workload {
+        Workload::Gpt => {
+            let path = repo.join(TRAIN_FILE);
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+        }
+        Workload::Command(_) => Ok(String::new()),
+    }
 }
 
 /// The loop over a pool of workers: while runs are in flight, free workers get agent turns.

@@ -47,6 +47,11 @@ pub fn render(m: &Model, plot: Option<&str>) -> String {
     drift(o, m);
     negative(o, m);
     all_rows(o, m);
+    // A declared workload's metric takes val_bpb's place in every table and sentence (the
+    // sections are written for the GPT; the numbers are the same kind: one per run).
+    if m.workload().is_some() {
+        out = out.replace("val_bpb", m.metric());
+    }
     out
 }
 
@@ -79,7 +84,22 @@ fn setup(o: &mut String, m: &Model) {
         Some((d, false)) => format!("; data: {d}"),
         None => String::new(),
     };
-    line(o, format!("- **Profile**: {} (`{}`){data}", s.profile, s.profile_hash));
+    match m.workload() {
+        Some(w) => line(
+            o,
+            format!(
+                "- **Workload**: {} (`{}`, sha256 `{}`): metric `{}`, {}; source: **{}** — the number is printed \
+                 by the program the agent edits, parsed by ar",
+                w.name,
+                w.file,
+                &w.sha256[..12.min(w.sha256.len())],
+                w.metric,
+                w.direction,
+                w.source
+            ),
+        ),
+        None => line(o, format!("- **Profile**: {} (`{}`){data}", s.profile, s.profile_hash)),
+    }
     let hw = &s.hardware;
     let mut hardware = format!("{}, {} cores", hw.cpu_model, hw.cpu_cores);
     if let Some(mhz) = hw.cpu_mhz {
@@ -98,6 +118,14 @@ fn setup(o: &mut String, m: &Model) {
     line(o, format!("- **Hardware**: {hardware}"));
     line(o, format!("- **Agent**: `{}`", s.agent));
     match &s.settings {
+        Some(st) if st.workload.is_some() => line(
+            o,
+            format!(
+                "- **Run**: hard timeout {} per run; sandbox {}",
+                duration(st.timeout_secs),
+                if st.confined { "complete" } else { "**unconfined** (created with --allow-unconfined)" }
+            ),
+        ),
         Some(st) => {
             let rewards = prepare::Budget::parse(&st.budget).map(|b| b.rewards()).unwrap_or("");
             line(o, format!("- **Budget**: `{}` per run — rewards {rewards}", st.budget));
@@ -224,7 +252,13 @@ fn improvements(o: &mut String, m: &Model) {
         line(o, String::new());
         return;
     }
-    line(o, "Kept changes by Δ against the incumbent they beat (negative = better).".to_string());
+    line(
+        o,
+        format!(
+            "Kept changes by Δ against the incumbent they beat ({} = better).",
+            if m.sign() > 0.0 { "negative" } else { "positive" }
+        ),
+    );
     line(o, String::new());
     line(o, "| rank | # | Δ val_bpb | val_bpb | commit | description |".to_string());
     line(o, "|---:|---:|---:|---:|---|---|".to_string());
@@ -354,7 +388,7 @@ fn verification(o: &mut String, m: &Model) {
         return;
     };
     if let Some(b) = v.believed {
-        line(o, format!("Believed during the session (decision seeds): {} improvement in val_bpb.", signed(-b)));
+        line(o, format!("Believed during the session (decision seeds): {} improvement in val_bpb.", signed(-b * m.sign())));
     }
     for sp in &v.splits {
         let sigma = v.sigma_x.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" = {:.1} σ of a baseline run", sp.gain / s));
@@ -404,10 +438,10 @@ fn noise(o: &mut String, m: &Model) {
         .rows
         .iter()
         .filter(|r| {
-            r.kind == RunKind::Candidate && r.outcome == Outcome::Discard && r.delta.is_some_and(|d| d < 0.0)
+            r.kind == RunKind::Candidate && r.outcome == Outcome::Discard && r.delta.is_some_and(|d| m.sign() * d < 0.0)
         })
         .collect();
-    let beyond = |r: &&Row| r.delta.zip(r.margin).is_some_and(|(d, mg)| -d > mg);
+    let beyond = |r: &&Row| r.delta.zip(r.margin).is_some_and(|(d, mg)| -m.sign() * d > mg);
     let list = |rows: &[&Row]| {
         rows.iter()
             .map(|r| format!("#{} ({})", r.id, r.delta.map_or("–".to_string(), signed)))
@@ -600,9 +634,10 @@ fn negative(o: &mut String, m: &Model) {
     }
     line(
         o,
-        "What was tried and did not survive, grouped by what it changed (Δ against the incumbent; \
-         positive = worse):"
-            .to_string(),
+        format!(
+            "What was tried and did not survive, grouped by what it changed (Δ against the incumbent; {} = worse):",
+            if m.sign() > 0.0 { "positive" } else { "negative" }
+        ),
     );
     line(o, String::new());
     for g in groups {

@@ -240,6 +240,29 @@ pub struct TimeTotals {
 }
 
 impl Model {
+    /// The declared workload the session optimised (None: this repository's GPT).
+    pub fn workload(&self) -> Option<&crate::journal::WorkloadSettings> {
+        self.setup.as_ref()?.settings.as_ref()?.workload.as_ref()
+    }
+
+    /// The deciding metric's name: val_bpb, or the declared workload's.
+    pub fn metric(&self) -> &str {
+        self.workload().map_or("val_bpb", |w| w.metric.as_str())
+    }
+
+    /// +1 when lower is better, −1 when higher is: `sign · Δ < 0` means better.
+    pub fn sign(&self) -> f64 {
+        if self.better() == "higher is better" { -1.0 } else { 1.0 }
+    }
+
+    /// `lower is better` or `higher is better`.
+    pub fn better(&self) -> &'static str {
+        match self.workload() {
+            Some(w) if w.direction == "maximize" => "higher is better",
+            _ => "lower is better",
+        }
+    }
+
     pub fn from_events(events: &[Event]) -> Model {
         let mut m = Model::default();
         let mut index: HashMap<u64, usize> = HashMap::new();
@@ -507,7 +530,10 @@ impl Model {
             .iter()
             .filter(|r| r.kind == RunKind::Candidate && r.outcome == Outcome::Keep && r.delta.is_some())
             .collect();
-        kept.sort_by(|a, b| a.delta.partial_cmp(&b.delta).expect("finite delta").then(a.id.cmp(&b.id)));
+        let s = self.sign();
+        kept.sort_by(|a, b| {
+            a.delta.map(|d| s * d).partial_cmp(&b.delta.map(|d| s * d)).expect("finite delta").then(a.id.cmp(&b.id))
+        });
         kept
     }
 
@@ -551,7 +577,8 @@ impl Model {
                 g.crashes += 1;
             }
             if let Some(d) = r.delta {
-                g.best_delta = Some(g.best_delta.map_or(d, |b: f64| b.min(d)));
+                let s = self.sign();
+                g.best_delta = Some(g.best_delta.map_or(d, |b: f64| if s * d < s * b { d } else { b }));
             }
             g.ids.push(r.id);
         }

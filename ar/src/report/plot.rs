@@ -390,7 +390,7 @@ fn chart<DB: DrawingBackend>(area: &Area<DB>, root: &Area<DB>, m: &Model, ax: &A
     chart
         .configure_mesh()
         .x_desc("experiment #  (every run: crashes, confirms and re-measures included)")
-        .y_desc("val_bpb  (lower is better)")
+        .y_desc(format!("{}  ({})", m.metric(), m.better()))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.y_dec$}"))
         .label_style(font(17.0))

@@ -60,13 +60,24 @@ fn process_alive(_pid: u32) -> bool {
 pub fn render(m: &Model, live: Option<&Live>, now: f64, width: usize) -> String {
     let mut lines: Vec<String> = Vec::new();
     let head = match &m.setup {
-        Some(s) => format!(
-            "autoresearch status — session {} · profile {} · agent {} · {} per run",
-            s.tag,
-            s.profile,
-            s.agent,
-            duration(s.budget_secs)
-        ),
+        Some(s) => match m.workload() {
+            Some(w) => format!(
+                "autoresearch status — session {} · workload {} · metric {} ({}, {}) · agent {}",
+                s.tag,
+                w.name,
+                w.metric,
+                m.better(),
+                w.source,
+                s.agent
+            ),
+            None => format!(
+                "autoresearch status — session {} · profile {} · agent {} · {} per run",
+                s.tag,
+                s.profile,
+                s.agent,
+                duration(s.budget_secs)
+            ),
+        },
         None => "autoresearch status".to_string(),
     };
     lines.push(head);
@@ -102,8 +113,9 @@ pub fn render(m: &Model, live: Option<&Live>, now: f64, width: usize) -> String 
         ));
     } else if let (Some(margin), Some(best)) = (m.margin(), m.best()) {
         lines.push(format!(
-            "noise   σ {} · margin {margin:.6} → a keep needs val_bpb < {:.6}",
+            "noise   σ {} · margin {margin:.6} → a keep needs {} < {:.6}",
             m.sigma().map_or("?".to_string(), |s| format!("{s:.6}")),
+            m.metric(),
             best.val_bpb - margin
         ));
     }

@@ -189,6 +189,16 @@ pub fn digest_text(events: &[Event]) -> String {
 }
 
 pub fn digest(m: &Model) -> String {
+    let text = digest_gpt_words(m);
+    // A declared workload's metric takes val_bpb's place (the sentences are the GPT's).
+    if m.workload().is_some() {
+        text.replace("val_bpb", m.metric()).replace("unmodified train file", "unmodified files")
+    } else {
+        text
+    }
+}
+
+fn digest_gpt_words(m: &Model) -> String {
     let s = summarize(m);
     let mut out = String::new();
     let mut line = |l: String| {
@@ -213,10 +223,21 @@ pub fn digest(m: &Model) -> String {
                     if st.rule.confirm { ", confirmed by a re-run" } else { "" }
                 ),
             };
-            line(format!(
-                "Session {}: profile {}, agent {}, budget {budget} per run, keep rule {rule}.",
-                st.tag, st.profile, st.agent
-            ))
+            match m.workload() {
+                Some(w) => line(format!(
+                    "Session {}: workload {}, metric {} ({}; printed by the program you edit, parsed by ar), agent \
+                     {}, keep rule {rule}.",
+                    st.tag,
+                    w.name,
+                    w.metric,
+                    m.better(),
+                    st.agent
+                )),
+                None => line(format!(
+                    "Session {}: profile {}, agent {}, budget {budget} per run, keep rule {rule}.",
+                    st.tag, st.profile, st.agent
+                )),
+            }
         }
         None => line("No session recorded yet.".to_string()),
     }

@@ -13,6 +13,7 @@
 //! file preserved. `failpoint::hit` marks each point where the tests kill `ar` with SIGKILL
 //! to prove it.
 
+mod command;
 pub mod pool;
 pub mod state;
 pub mod step;
@@ -121,6 +122,9 @@ pub struct Session {
     pub cache_root: PathBuf,
     /// Extra environment for every training and serving child (device pinning).
     pub job_env: Vec<(String, String)>,
+    /// What is optimised: this repository's GPT or a declared command workload, fixed when
+    /// the session was created (a changed `autoresearch.toml` refuses the resume).
+    pub workload: crate::workload::Workload,
     _lock: File,
 }
 
@@ -136,6 +140,8 @@ pub struct Outcome {
     pub test_bpb: Option<f64>,
     pub reason: String,
     pub excerpt: Option<String>,
+    /// The metric's name (val_bpb for the GPT).
+    pub metric: String,
 }
 
 impl Outcome {
@@ -147,7 +153,7 @@ impl Outcome {
         let mut s = format!("experiment {}: {word}", self.id);
         if let Some(d) = &self.decision {
             if let Some(v) = d.val_bpb {
-                s.push_str(&format!(" | val_bpb {v:.6}"));
+                s.push_str(&format!(" | {} {v:.6}", self.metric));
             }
             if let (Some(delta), Some(best)) = (d.delta, d.best_before) {
                 s.push_str(&format!(" | Δ {delta:+.6} vs best {best:.6}"));
@@ -211,6 +217,9 @@ impl Session {
         let branch = format!("{BRANCH_PREFIX}{tag}");
         let dir = Journal::dir(repo, &tag);
         exclude_session_dir(&git)?;
+        // Read before a new branch is made (a bad declaration leaves nothing behind), and
+        // after the checkout of a resumed one (its tree holds the session's declaration).
+        let mut workload = None;
         match how {
             Open::Create => {
                 if git.branch_exists(&branch)? {
@@ -224,6 +233,7 @@ impl Session {
                 if dir.join("runs.jsonl").exists() {
                     bail!("{} already holds a journal; pick another --tag", dir.display());
                 }
+                workload = Some(crate::workload::load(repo)?);
                 git.create_branch(&branch)?;
             }
             Open::Resume => {
@@ -237,6 +247,10 @@ impl Session {
             }
             Open::Attach => {}
         }
+        let workload = match workload {
+            Some(w) => w,
+            None => crate::workload::load(repo)?,
+        };
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let lock = lock(&dir)?;
         let journal = Journal::open(&dir)?;
@@ -257,19 +271,26 @@ impl Session {
                 if how == Open::Resume {
                     bail!("{} has no session to resume", dir.display());
                 }
-                let fixed = FixedManifest::capture(&git)?;
+                let fixed = FixedManifest::capture_for(&git, &workload)?;
                 fixed.save(&fixed_path)?;
                 (git.head()?, opts.profile, opts.rule.clone(), fixed, None)
             }
         };
         let resumed = recorded.is_some();
-        // The data must be ready before anything is spent on a build.
-        let cache = prepare::Cache::open(profile)?;
-        let manifest_now = cache.manifest_sha256()?;
+        // The data must be ready before anything is spent on a build (the GPT's cache; a
+        // command workload brings its own data).
+        let manifest_now = match &workload {
+            crate::workload::Workload::Gpt => Some(prepare::Cache::open(profile)?.manifest_sha256()?),
+            crate::workload::Workload::Command(_) => None,
+        };
         let settings = match recorded.flatten() {
             Some(fixed) => {
                 check_fixed_settings(&fixed, opts, &dir)?;
-                if fixed.manifest_sha256 != manifest_now {
+                check_workload(&fixed, &workload, repo, &dir, &base_commit)?;
+                if let Some(manifest_now) = &manifest_now
+                    && fixed.manifest_sha256 != *manifest_now
+                {
+                    let cache = prepare::Cache::open(profile)?;
                     bail!(
                         "the cache {} was re-prepared since this session started (its manifest changed): its rows \
                          would not be the session's. Restore the original cache or start a new session",
@@ -290,17 +311,20 @@ impl Session {
                     }
                     eprintln!("warning: session created with --allow-unconfined: {}", gaps.join("; "));
                 }
+                let default_timeout = match &workload {
+                    crate::workload::Workload::Command(c) => c.run.timeout.as_secs_f64(),
+                    crate::workload::Workload::Gpt => {
+                        profile.time_budget_secs * 2.0 + 60.0 + profile.startup_allowance_secs
+                    }
+                };
                 crate::journal::SessionSettings {
                     budget: opts.budget.unwrap_or_else(|| profile.default_budget()).to_string(),
                     scoring: opts.scoring.unwrap_or(profile.scoring).name().to_string(),
                     confined: !opts.allow_unconfined,
-                    timeout_secs: opts
-                        .timeout
-                        .map_or(profile.time_budget_secs * 2.0 + 60.0 + profile.startup_allowance_secs, |t| {
-                            t.as_secs_f64()
-                        }),
-                    manifest_sha256: manifest_now.clone(),
+                    timeout_secs: opts.timeout.map_or(default_timeout, |t| t.as_secs_f64()),
+                    manifest_sha256: manifest_now.clone().unwrap_or_default(),
                     features: opts.features.clone(),
+                    workload: workload.settings(repo),
                 }
             }
         };
@@ -308,6 +332,10 @@ impl Session {
         let scoring = prepare::profile::Scoring::parse(&settings.scoring)?;
         let timeout = Duration::from_secs_f64(settings.timeout_secs);
         let manifest_sha256 = settings.manifest_sha256.clone();
+        // The one place the metric's direction enters the decisions: the paired rule reads
+        // it for every confidence, futility test and strict comparison.
+        let mut rule = rule;
+        rule.paired.direction = workload.direction();
         let mut session = Session {
             repo: repo.to_path_buf(),
             git,
@@ -329,6 +357,7 @@ impl Session {
             manifest_sha256,
             cache_root: prepare::cache::cache_root(),
             job_env: Vec::new(),
+            workload,
             _lock: lock,
         };
         if !resumed || how != Open::Attach {
@@ -389,7 +418,7 @@ impl Session {
     /// experiment naming the paths, restores the tree and returns the outcome; else None.
     pub fn reject_out_of_scope(&mut self, description: &str, agent_seconds: f64) -> Result<Option<Outcome>> {
         let best = self.best_commit();
-        let Verdict::Rejected { offending } = guard::check(&self.git, &best, &self.fixed)? else {
+        let Verdict::Rejected { offending } = guard::check_scope(&self.git, &best, &self.fixed, &self.workload)? else {
             return Ok(None);
         };
         let id = self.journal.next_id();
@@ -404,8 +433,12 @@ impl Session {
             rerun_of: None,
             seed: None,
         })?;
+        let allowed = match &self.workload {
+            crate::workload::Workload::Gpt => TRAIN_FILE.to_string(),
+            w => format!("files matching the editable patterns ({})", w.editable().join(", ")),
+        };
         let reason = format!(
-            "rejected: only {TRAIN_FILE} may change; these paths changed too: {}. Nothing was committed and the \
+            "rejected: only {allowed} may change; these paths changed too: {}. Nothing was committed and the \
              working tree was restored.",
             offending.join(", ")
         );
@@ -435,6 +468,7 @@ impl Session {
             test_bpb: None,
             reason,
             excerpt: None,
+            metric: self.workload.metric_name().to_string(),
         }))
     }
 
@@ -479,6 +513,50 @@ pub fn sandbox_is_complete() -> std::result::Result<(), Vec<String>> {
     };
     let report = crate::sandbox::apply(&mut probe, &policy);
     if report.complete() { Ok(()) } else { Err(report.gaps()) }
+}
+
+/// A resumed session measures what it measured before: the workload read now must be the
+/// one journaled when the session was created (the same `autoresearch.toml`, byte for byte,
+/// or still none). Refused rather than re-read, since a new metric, direction or scope
+/// would make every earlier decision incomparable.
+fn check_workload(
+    fixed: &crate::journal::SessionSettings,
+    now: &crate::workload::Workload,
+    repo: &Path,
+    dir: &Path,
+    base: &str,
+) -> Result<()> {
+    let file = repo.join(crate::workload::FILE);
+    match (&fixed.workload, now.settings(repo)) {
+        (None, None) => Ok(()),
+        (Some(then), Some(now)) if then.sha256 == now.sha256 => Ok(()),
+        (Some(then), Some(_)) => bail!(
+            "{} changed since session {} was created (it declared {} `{}`, {}; sha256 {}…): a session keeps the \
+             workload it started with. Restore the file (`git checkout {} -- {}`) or start a new session with a \
+             new --tag",
+            file.display(),
+            dir.display(),
+            then.direction,
+            then.metric,
+            then.name,
+            &then.sha256[..12.min(then.sha256.len())],
+            &base[..7.min(base.len())],
+            crate::workload::FILE
+        ),
+        (Some(then), None) => bail!(
+            "{} is gone, but session {} was created on it (metric `{}`): restore the file or start a new session \
+             with a new --tag",
+            file.display(),
+            dir.display(),
+            then.metric
+        ),
+        (None, Some(_)) => bail!(
+            "{} appeared after session {} was created on this repository's GPT: a session keeps the workload it \
+             started with. Start a new session with a new --tag to use the declared workload",
+            file.display(),
+            dir.display()
+        ),
+    }
 }
 
 /// A later call may not change what the session fixed when it was created.

@@ -86,10 +86,13 @@ impl Session {
                 bail!("stopped before the baseline finished");
             }
             let best = self.best_commit();
-            if !self.git.changed_since(&best)?.is_empty() {
+            let scope = self.workload.scope(&self.git.changed_since(&best)?);
+            let changed: Vec<String> = scope.editable.into_iter().chain(scope.offending).collect();
+            if !changed.is_empty() {
                 bail!(
-                    "the first experiment on a branch is the baseline, run on the unmodified train file; \
-                     undo your edit (git checkout -- {TRAIN_FILE}), run `ar experiment -m baseline`, then redo it"
+                    "the first experiment on a branch is the baseline, run on the unmodified files; {} changed: \
+                     undo your edit (git stash -u), run `ar experiment -m baseline`, then redo it (git stash pop)",
+                    changed.join(", ")
                 );
             }
             // A baseline run left open by a kill is measured again under its id; one that
@@ -135,6 +138,9 @@ impl Session {
         if self.state().baseline_values.len() >= self.rule.baselines_needed() {
             return Ok(());
         }
+        if matches!(self.workload, crate::workload::Workload::Command(_)) {
+            return self.ensure_baseline_keeping_edits();
+        }
         let edit = std::fs::read_to_string(self.repo.join(TRAIN_FILE)).ok();
         let best = self.best_commit();
         let only_train = self.git.changed_since(&best)?.iter().all(|p| p == TRAIN_FILE);
@@ -162,17 +168,24 @@ impl Session {
     pub fn candidate(&mut self, description: &str, hypothesis: Option<&str>, agent_seconds: f64) -> Result<Outcome> {
         self.ensure_baseline_allowing_edit()?;
         let best = self.best_commit();
-        match guard::check(&self.git, &best, &self.fixed)? {
+        match guard::check_scope(&self.git, &best, &self.fixed, &self.workload)? {
             Scope::Rejected { .. } => {
                 return Ok(self.reject_out_of_scope(description, agent_seconds)?.expect("rejected"));
             }
             Scope::Allowed { train_changed: false } => {
-                bail!("nothing to test: {TRAIN_FILE} is identical to the best commit {}", &best[..7]);
+                bail!(
+                    "nothing to test: {} identical to the best commit {}",
+                    match &self.workload {
+                        crate::workload::Workload::Gpt => format!("{TRAIN_FILE} is"),
+                        w => format!("the editable files ({}) are", w.editable().join(", ")),
+                    },
+                    &best[..7]
+                );
             }
             Scope::Allowed { train_changed: true } => {}
         }
         let id = self.journal.next_id();
-        let diff = self.git.diff_train_file(&best)?;
+        let diff_sha256 = self.candidate_diff_sha256(&best)?;
         self.journal.append(Event::Started {
             id,
             time: now(),
@@ -180,7 +193,7 @@ impl Session {
             parent: best.clone(),
             description: description.to_string(),
             hypothesis: hypothesis.map(str::to_string),
-            diff_sha256: prepare::manifest::sha256_hex(diff.as_bytes()),
+            diff_sha256,
             rerun_of: None,
             seed: Some(0),
         })?;
@@ -189,7 +202,7 @@ impl Session {
             // The agent committed on its own: fold it back into one experiment commit.
             self.git.reset_soft(&best)?;
         }
-        let commit = self.git.commit_train_file(&format!("{description}\n\nautoresearch experiment {id}"))?;
+        let commit = self.commit_edit(&best, &format!("{description}\n\nautoresearch experiment {id}"))?;
         failpoint::hit("after-commit");
         self.journal.append(Event::Committed { id, time: now(), commit })?;
         failpoint::hit("after-committed");
@@ -279,7 +292,7 @@ impl Session {
         agent_seconds: f64,
     ) -> Result<std::result::Result<u64, Option<Outcome>>> {
         let best = self.best_commit();
-        match guard::check(&self.git, &best, &self.fixed)? {
+        match guard::check_scope(&self.git, &best, &self.fixed, &self.workload)? {
             Scope::Rejected { .. } => return Ok(Err(self.reject_out_of_scope(description, agent_seconds)?)),
             Scope::Allowed { train_changed: false } => {
                 self.agent_turn_without_change("no-change", &format!("{TRAIN_FILE} is unchanged"), agent_seconds)?;
@@ -539,6 +552,12 @@ impl Session {
                 None,
             ),
         };
+        // A keep is final only once the workload's checks pass on the candidate's tree.
+        let (status, reason, checks_excerpt) = if status == Status::Keep {
+            self.checks_before_keep(id, &commit, reason)?
+        } else {
+            (status, reason, None)
+        };
         let kept = status == Status::Keep;
         let val = state.mean(&commit);
         let decision = Decision {
@@ -569,6 +588,9 @@ impl Session {
         let outcome = last.unwrap_or_default();
         let mut out = self.outcome_of(id, decision, &outcome);
         out.commit = Some(commit);
+        if checks_excerpt.is_some() {
+            out.excerpt = checks_excerpt;
+        }
         Ok(out)
     }
 
@@ -578,11 +600,13 @@ impl Session {
             status: decision.status,
             crash: outcome.crash,
             commit: None,
-            peak_mem_mb: outcome.record.as_ref().map(|r| r.peak_mem_mb),
+            // A command workload's record has no memory figure (0): none is shown.
+            peak_mem_mb: outcome.record.as_ref().map(|r| r.peak_mem_mb).filter(|mb| *mb > 0.0),
             test_bpb: outcome.record.as_ref().and_then(|r| r.test_bpb),
             reason: decision.reason.clone(),
             excerpt: outcome.excerpt.clone(),
             decision: Some(decision),
+            metric: self.workload.metric_name().to_string(),
         }
     }
 
@@ -679,7 +703,9 @@ impl Session {
     pub fn verify_pair(&mut self, better: &str, reference: &str, pairs: usize, level: f64) -> Result<Verification> {
         let state = self.state();
         let (best, base) = (better.to_string(), reference.to_string());
-        let believed = state.mean(&base).zip(state.mean(&best)).map(|(b, k)| b - k);
+        // Gains are improvement-positive whichever way the metric improves.
+        let direction = self.rule.paired.direction;
+        let believed = state.mean(&base).zip(state.mean(&best)).map(|(b, k)| direction.improvement(k - b));
         // Fresh indexes: past every index used so far, starting at 1000.
         let first = 1000.max(state.runs.values().map(|r| r.seed + 1).max().unwrap_or(0));
         let seeds: Vec<u64> = (first..first + pairs as u64).collect();
@@ -717,7 +743,13 @@ impl Session {
         for (name, pick) in [("val", 0usize), ("test", 1)] {
             let gains: Vec<f64> = values
                 .iter()
-                .filter_map(|[b, k]| if pick == 0 { Some(b.0 - k.0) } else { b.1.zip(k.1).map(|(x, y)| x - y) })
+                .filter_map(|[b, k]| {
+                    if pick == 0 {
+                        Some(direction.improvement(k.0 - b.0))
+                    } else {
+                        b.1.zip(k.1).map(|(x, y)| direction.improvement(y - x))
+                    }
+                })
                 .collect();
             if let Some((mean, low, high)) = stats::interval(&gains, level) {
                 splits.push(VerifiedSplit { split: name.into(), pairs: gains.len(), gain: mean, low, high });
@@ -769,6 +801,10 @@ impl Session {
     /// Builds (or reuses) `commit`'s binary and measures it at seed index `seed`: train, then
     /// score, in a fresh run directory, in this process. Journals `finished`.
     fn measure(&mut self, id: u64, commit: &str, seed: u64, timings: Timings) -> Result<RunOutcome> {
+        if let crate::workload::Workload::Command(spec) = &self.workload {
+            let spec = spec.clone();
+            return self.measure_command(&spec, id, commit, seed, timings);
+        }
         let (dir, spec, timings) = match self.stage_run(id, commit, seed, timings)? {
             Staged::Done(outcome) => return Ok(outcome),
             Staged::Ready { dir, spec, timings } => (dir, spec, timings),

@@ -155,6 +155,22 @@ pub fn load(repo: &Path) -> Result<Workload> {
     }
 }
 
+/// The repository a session runs in, from `start` upwards: the nearest directory holding
+/// an `autoresearch.toml` or this repository's train crate.
+pub fn find_repo(start: &Path) -> Result<PathBuf> {
+    let start = std::fs::canonicalize(start).with_context(|| format!("cannot resolve {}", start.display()))?;
+    for dir in start.ancestors() {
+        if dir.join(FILE).is_file() || (dir.join("Cargo.toml").is_file() && dir.join(TRAIN_FILE).is_file()) {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "{} is not inside a repository with a workload (no {FILE} above it, and not the autoresearch-rs \
+         checkout): run `ar init` at the repository's root to declare one, or pass --repo",
+        start.display()
+    )
+}
+
 /// This repository: the train crate beside the fixed prepare crate.
 pub fn is_gpt_repo(repo: &Path) -> bool {
     repo.join(TRAIN_FILE).is_file()
@@ -187,15 +203,28 @@ impl Workload {
         }
     }
 
-    /// Splits changed paths into what may change and what may not.
+    /// Splits changed paths into what may change and what may not. The JSON metric file is
+    /// neither: `ar` itself empties it before every run, so its changes are nobody's edit.
     pub fn scope(&self, changed: &[String]) -> Scope {
-        let (editable, offending) = changed.iter().cloned().partition(|p| self.is_editable(p));
+        let (editable, offending) =
+            changed.iter().filter(|p| !self.is_metric_file(p)).cloned().partition(|p| self.is_editable(p));
         Scope { editable, offending }
     }
 
-    /// The tracked files to hash-pin: every one the agent may not edit.
+    /// The tracked files to hash-pin: every one the agent may not edit (and not the JSON
+    /// metric file, which every run rewrites).
     pub fn pinned(&self, tracked: &[String]) -> Vec<String> {
-        tracked.iter().filter(|p| !self.is_editable(p)).cloned().collect()
+        tracked.iter().filter(|p| !self.is_editable(p) && !self.is_metric_file(p)).cloned().collect()
+    }
+
+    /// Whether `path` is the file a `source = "json"` metric is read from.
+    pub fn is_metric_file(&self, path: &str) -> bool {
+        match self {
+            Workload::Command(CommandSpec { metric: MetricSpec { source: MetricSource::Json { file, .. }, .. }, .. }) => {
+                file.trim_start_matches("./") == path
+            }
+            _ => false,
+        }
     }
 
     pub fn direction(&self) -> Direction {
@@ -236,6 +265,32 @@ impl Workload {
             Workload::Gpt => prepare::SEED_OFFSET_ENV,
             Workload::Command(c) => &c.run.seed_env,
         }
+    }
+}
+
+impl Workload {
+    /// What a session journals of this workload (None for the GPT, whose journals predate
+    /// workloads and stay as they were).
+    pub fn settings(&self, repo: &Path) -> Option<crate::journal::WorkloadSettings> {
+        let Workload::Command(c) = self else { return None };
+        let file = c.file.strip_prefix(repo).unwrap_or(&c.file).display().to_string();
+        Some(crate::journal::WorkloadSettings {
+            kind: "command".into(),
+            name: self.name(),
+            metric: c.metric.name.clone(),
+            direction: direction_name(c.metric.direction).into(),
+            source: self.metric_source_label().into(),
+            file,
+            sha256: c.sha256.clone(),
+        })
+    }
+}
+
+/// `minimize` or `maximize`, as `autoresearch.toml` spells it.
+pub fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Minimize => "minimize",
+        Direction::Maximize => "maximize",
     }
 }
 
