@@ -363,18 +363,23 @@ fn test_every_error_names_the_line_and_the_fix_and_unknown_keys_are_refused() {
 }
 
 #[test]
-fn test_the_file_in_the_documentation_parses() {
-    let doc = include_str!("../../docs/workload.md");
-    let block = doc
-        .split("```toml\n")
-        .nth(1)
-        .expect("docs/workload.md shows a complete file")
-        .split("```")
-        .next()
-        .unwrap();
-    let spec = parse(block).unwrap_or_else(|e| panic!("docs/workload.md's autoresearch.toml: {e:#}"));
-    assert_eq!(spec.name.as_deref(), Some("sort-speed"));
-    assert!(spec.build.is_some() && spec.checks.is_some() && !spec.held_out.is_empty());
+fn test_the_files_in_the_documentation_and_the_readme_parse() {
+    let docs = [
+        ("docs/workload.md", include_str!("../../docs/workload.md")),
+        ("README.md", include_str!("../../README.md")),
+    ];
+    for (name, doc) in docs {
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name} shows a complete file"))
+            .split("```")
+            .next()
+            .unwrap();
+        let spec = parse(block).unwrap_or_else(|e| panic!("{name}'s autoresearch.toml: {e:#}"));
+        assert_eq!(spec.name.as_deref(), Some("sort-speed"), "{name}");
+        assert!(spec.build.is_some() && spec.checks.is_some() && !spec.held_out.is_empty(), "{name}");
+    }
 }
 
 #[test]
