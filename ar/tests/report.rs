@@ -549,11 +549,14 @@ fn test_svg_title_ticks_and_one_mark_per_experiment() {
 
     let texts: Vec<(HashMap<String, String>, String)> =
         elements(&svg, "text").into_iter().map(|(a, t)| (a, unescape(&t))).collect();
+    // The title counts decisions as decided (as the markdown report does): candidates only.
+    let cand_crashed = m.rows.iter().filter(|r| r.kind == RunKind::Candidate && r.outcome.is_crash()).count();
     let title = format!(
         "autoresearch mar5: {} experiments, {} kept, {} discarded, {} crashed, 1 running",
-        c.experiments, c.kept, c.discarded, c.crashed
+        c.candidates, c.kept_candidates, c.discarded_candidates, cand_crashed
     );
     assert_eq!((c.experiments, c.crashed), (36, 6));
+    assert!(c.candidates < c.experiments && c.kept_candidates < c.kept, "re-runs are not counted as keeps");
     assert!(texts.iter().any(|(_, t)| *t == title), "no title `{title}`");
 
     // Ticks: the x labels run from 0 past the last experiment; the y labels bracket every

@@ -24,6 +24,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+
 use super::model::{BestStep, Model, Outcome, Row, duration, kind_name, plural, short, truncate};
 use crate::journal::{CrashClass, RunKind};
 
@@ -115,12 +116,15 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, m: &Model) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let c = m.counts();
     let tag = m.tag();
+    // Decisions as they were decided (the markdown report's counts): candidates only;
+    // baseline, pair, re-measure and verification runs are re-runs, not keeps.
+    let cand_crashed = m.rows.iter().filter(|r| r.kind == RunKind::Candidate && r.outcome.is_crash()).count();
     let mut title = format!(
         "autoresearch {tag}: {}, {} kept, {} discarded, {} crashed",
-        plural(c.experiments, "experiment"),
-        c.kept,
-        c.discarded,
-        c.crashed
+        plural(c.candidates, "experiment"),
+        c.kept_candidates,
+        c.discarded_candidates,
+        cand_crashed
     );
     if c.running + c.pending > 0 {
         title.push_str(&format!(", {} running", c.running + c.pending));
@@ -149,8 +153,13 @@ fn draw<DB: DrawingBackend>(root: &Area<DB>, m: &Model) -> Result<()> {
 /// The second title line: what was run, where, and the headline numbers.
 fn subtitle(m: &Model) -> String {
     let mut parts = Vec::new();
-    if let Some(s) = &m.setup {
-        parts.push(format!("profile {}", s.profile));
+    match m.setup.as_ref().and_then(|s| s.settings.as_ref()).and_then(|st| st.workload.as_ref()) {
+        Some(w) => parts.push(format!("workload {} ({}, {})", w.name, w.metric, w.direction)),
+        None => {
+            if let Some(s) = &m.setup {
+                parts.push(format!("profile {}", s.profile));
+            }
+        }
     }
     match (m.baseline(), m.best()) {
         (Some(base), Some(best)) => parts.push(format!(
@@ -167,7 +176,10 @@ fn subtitle(m: &Model) -> String {
     }
     if let Some(s) = &m.setup {
         parts.push(format!("agent {}", truncate(&s.agent, 28)));
-        parts.push(format!("{} per run", duration(s.budget_secs)));
+        let workload = s.settings.as_ref().is_some_and(|st| st.workload.is_some());
+        if !workload {
+            parts.push(format!("{} per run", duration(s.budget_secs)));
+        }
     }
     parts.join("  ·  ")
 }
