@@ -94,7 +94,10 @@ pub enum CrashClass {
 impl CrashClass {
     /// Whether the program's output helps explain the crash (shown fenced to the agent).
     pub fn shows_output(self) -> bool {
-        !matches!(self, CrashClass::Rejected | CrashClass::Interrupted | CrashClass::Mismatch | CrashClass::Seed)
+        !matches!(
+            self,
+            CrashClass::Rejected | CrashClass::Interrupted | CrashClass::Mismatch | CrashClass::Seed
+        )
     }
 
     pub fn name(self) -> &'static str {

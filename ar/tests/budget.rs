@@ -45,7 +45,16 @@ impl Drop for Load {
 fn session(fx: &Fixture, tag: &str, budget: &str) -> (Vec<f64>, String, Vec<u64>) {
     fx.start_branch(tag);
     let out = fx.ar(&[
-        "experiment", "-m", "baseline", "--baseline-runs", "2", "--budget", budget, "--max-pairs", "2", "--timeout",
+        "experiment",
+        "-m",
+        "baseline",
+        "--baseline-runs",
+        "2",
+        "--budget",
+        budget,
+        "--max-pairs",
+        "2",
+        "--timeout",
         "240",
     ]);
     assert!(out.status.success(), "{}", text(&out));

@@ -128,7 +128,8 @@ fn test_a_fifo_and_a_sleep_do_not_stop_the_timeout() {
     let out = fx.ar(&["experiment", "-m", "fifo"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(t.elapsed() < Duration::from_secs(120), "the timeout fired on time: {:?}", t.elapsed());
-    let dir = fx.repo.join(".autoresearch/fifo/runs").join(last_finished(&fx, "fifo")["run"].as_str().unwrap());
+    let dir =
+        fx.repo.join(".autoresearch/fifo/runs").join(last_finished(&fx, "fifo")["run"].as_str().unwrap());
     assert!(dir.join("train.log").is_file(), "the log ar created is still there");
     assert!(!dir.join("train.log.fifo").exists(), "nothing was created beside it");
 }
@@ -177,7 +178,13 @@ fn test_include_bytes_of_a_val_shard_is_rejected_before_the_build() {
 }
 
 /// Runs `ar loop` with a `cmd:` agent script (kept outside the repository).
-fn loop_with_script(fx: &Fixture, tag: &str, script: &str, turns: &str, extra: &[&str]) -> std::process::Output {
+fn loop_with_script(
+    fx: &Fixture,
+    tag: &str,
+    script: &str,
+    turns: &str,
+    extra: &[&str],
+) -> std::process::Output {
     let scripts = tempfile::tempdir().unwrap();
     let path = scripts.path().join("agent.sh");
     // The script keeps its turn counter beside itself ($STATE).
@@ -185,8 +192,19 @@ fn loop_with_script(fx: &Fixture, tag: &str, script: &str, turns: &str, extra: &
     std::fs::write(&path, script).unwrap();
     let agent = format!("cmd:sh {}", path.display());
     let mut args = vec![
-        "loop", "--tag", tag, "--agent", &agent, "--max-experiments", turns, "--baseline-runs", "1", "--timeout", "120",
-        "--agent-retries", "0",
+        "loop",
+        "--tag",
+        tag,
+        "--agent",
+        &agent,
+        "--max-experiments",
+        turns,
+        "--baseline-runs",
+        "1",
+        "--timeout",
+        "120",
+        "--agent-retries",
+        "0",
     ];
     args.extend_from_slice(extra);
     fx.ar(&args)
@@ -201,7 +219,8 @@ fn transcripts(fx: &Fixture, tag: &str) -> String {
 }
 
 #[test]
-fn test_a_confined_cmd_agent_cannot_touch_the_journal_the_answers_or_fixed_files_but_can_edit_the_train_file() {
+fn test_a_confined_cmd_agent_cannot_touch_the_journal_the_answers_or_fixed_files_but_can_edit_the_train_file()
+{
     let fx = fixture();
     std::fs::remove_file("/tmp/ar-agent-escape").ok();
     let out = loop_with_script(
@@ -222,7 +241,9 @@ echo "DESCRIPTION: raise MATRIX_LR to 0.05"
     );
     assert!(out.status.success(), "{}", text(&out));
     let transcript = transcripts(&fx, "agentbox");
-    for want in ["journal write refused", "val read refused", "outside write refused", "prepare write refused"] {
+    for want in
+        ["journal write refused", "val read refused", "outside write refused", "prepare write refused"]
+    {
         assert!(transcript.contains(want), "{want}: {transcript}");
     }
     for bad in ["JOURNAL WRITTEN", "VAL READ", "WROTE OUTSIDE", "PREPARE WRITTEN"] {
@@ -230,8 +251,10 @@ echo "DESCRIPTION: raise MATRIX_LR to 0.05"
     }
     assert!(!std::path::Path::new("/tmp/ar-agent-escape").exists());
     let journal = fx.journal("agentbox");
-    let candidate = events(&journal, "started").into_iter().find(|e| e["kind"] == "candidate").expect("the edit ran");
-    let finished = events(&journal, "finished").into_iter().find(|f| f["id"] == candidate["id"]).expect("it finished");
+    let candidate =
+        events(&journal, "started").into_iter().find(|e| e["kind"] == "candidate").expect("the edit ran");
+    let finished =
+        events(&journal, "finished").into_iter().find(|f| f["id"] == candidate["id"]).expect("it finished");
     assert!(finished["record"]["val_bpb"].as_f64().is_some(), "{finished}");
     assert!(events(&journal, "session")[0]["agent"].as_str().unwrap().contains("confined"));
 }
@@ -258,14 +281,20 @@ echo "DESCRIPTION: raise MATRIX_LR to 0.05"
     assert!(out.status.success(), "{}", text(&out));
     let journal = fx.journal("scope");
     let decided = events(&journal, "decided");
-    let rejected = decided.iter().find(|d| d["decision"]["status"] == "rejected").expect("turn 1 is rejected");
+    let rejected =
+        decided.iter().find(|d| d["decision"]["status"] == "rejected").expect("turn 1 is rejected");
     assert!(rejected["decision"]["reason"].as_str().unwrap().contains("prepare/src/lib.rs"), "{rejected}");
-    assert!(!std::fs::read_to_string(fx.repo.join("prepare/src/lib.rs")).unwrap().contains("sneaky"), "rolled back");
-    let candidates: Vec<_> = events(&journal, "started").into_iter().filter(|e| e["kind"] == "candidate").collect();
+    assert!(
+        !std::fs::read_to_string(fx.repo.join("prepare/src/lib.rs")).unwrap().contains("sneaky"),
+        "rolled back"
+    );
+    let candidates: Vec<_> =
+        events(&journal, "started").into_iter().filter(|e| e["kind"] == "candidate").collect();
     assert_eq!(candidates.len(), 2, "{journal:?}");
     let second = &candidates[1];
     assert!(second["description"].as_str().unwrap().contains("MATRIX_LR"));
-    let finished = events(&journal, "finished").into_iter().find(|f| f["id"] == second["id"]).expect("turn 2 ran");
+    let finished =
+        events(&journal, "finished").into_iter().find(|f| f["id"] == second["id"]).expect("turn 2 ran");
     assert!(finished["record"]["val_bpb"].as_f64().is_some(), "{finished}");
     assert!(text(&out).contains("rejected"), "{}", text(&out));
 }
@@ -291,6 +320,9 @@ fn test_ar_sandbox_confines_a_driving_agent_and_forwards_ar_commands() {
     for want in ["journal read refused", "val read refused", "prepare write refused", "train write ok"] {
         assert!(msg.contains(want), "{want}: {msg}");
     }
-    assert!(!msg.contains("JOURNAL READ") && !msg.contains("VAL READ") && !msg.contains("PREPARE WRITTEN"), "{msg}");
+    assert!(
+        !msg.contains("JOURNAL READ") && !msg.contains("VAL READ") && !msg.contains("PREPARE WRITTEN"),
+        "{msg}"
+    );
     assert!(msg.contains("drive"), "`ar status` ran outside and saw the session: {msg}");
 }

@@ -35,10 +35,12 @@ fn test_baseline_then_a_candidate_is_decided_and_the_branch_is_on_the_best_commi
     assert!(msg.contains("experiment 3:") && msg.contains("val_bpb"), "{msg}");
     let journal = fx.journal("decide");
     assert_consistent(&journal);
-    let candidates: Vec<_> = events(&journal, "started").into_iter().filter(|e| e["kind"] == "candidate").collect();
+    let candidates: Vec<_> =
+        events(&journal, "started").into_iter().filter(|e| e["kind"] == "candidate").collect();
     assert_eq!(candidates.len(), 1);
     let decision = events(&journal, "decided").into_iter().find(|d| d["id"] == candidates[0]["id"]).unwrap();
-    let pairs = decision["decision"]["evidence"]["pairs"].as_u64().expect("a paired decision states its evidence");
+    let pairs =
+        decision["decision"]["evidence"]["pairs"].as_u64().expect("a paired decision states its evidence");
     assert!((1..=4).contains(&pairs), "{decision}");
     assert!(decision["decision"]["reason"].as_str().unwrap().contains("confident"), "{decision}");
     let best = journal

@@ -15,7 +15,8 @@ use support::fixture::{Fixture, assert_consistent, events, fixture, text};
 fn intervals(journal: &[serde_json::Value]) -> BTreeMap<u64, (u64, f64, f64)> {
     let mut launched: BTreeMap<u64, (u64, f64)> = BTreeMap::new();
     for e in events(journal, "launched") {
-        launched.insert(e["id"].as_u64().unwrap(), (e["worker"].as_u64().unwrap(), e["time"].as_f64().unwrap()));
+        launched
+            .insert(e["id"].as_u64().unwrap(), (e["worker"].as_u64().unwrap(), e["time"].as_f64().unwrap()));
     }
     let mut out = BTreeMap::new();
     for f in events(journal, "finished") {
@@ -29,8 +30,21 @@ fn intervals(journal: &[serde_json::Value]) -> BTreeMap<u64, (u64, f64, f64)> {
 
 fn pool_loop(fx: &Fixture, tag: &str, experiments: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
-        "loop", "--tag", tag, "--agent", "evolve", "--workers", "2", "--max-experiments", experiments,
-        "--baseline-runs", "2", "--timeout", "120", "--verify-pairs", "0",
+        "loop",
+        "--tag",
+        tag,
+        "--agent",
+        "evolve",
+        "--workers",
+        "2",
+        "--max-experiments",
+        experiments,
+        "--baseline-runs",
+        "2",
+        "--timeout",
+        "120",
+        "--verify-pairs",
+        "0",
     ];
     args.extend_from_slice(extra);
     fx.ar(&args)
@@ -47,7 +61,8 @@ fn test_two_workers_run_experiments_at_once_with_one_journal() {
     let spans = intervals(&journal);
     let workers: std::collections::BTreeSet<u64> = spans.values().map(|(w, _, _)| *w).collect();
     assert_eq!(workers.len(), 2, "both workers ran something: {spans:?}");
-    let overlap = spans.values().any(|(w, a0, a1)| spans.values().any(|(v, b0, b1)| w != v && a0 < b1 && b0 < a1));
+    let overlap =
+        spans.values().any(|(w, a0, a1)| spans.values().any(|(v, b0, b1)| w != v && a0 < b1 && b0 < a1));
     assert!(overlap, "two runs were in flight at the same time: {spans:?}");
     // No (commit, seed) measured twice.
     let mut seen = std::collections::BTreeSet::new();
@@ -74,7 +89,8 @@ fn test_two_workers_run_experiments_at_once_with_one_journal() {
             assert!(!d["decision"]["reason"].as_str().unwrap().is_empty());
         }
     }
-    let best = events(&journal, "decided").last().unwrap()["decision"]["best_commit"].as_str().unwrap().to_string();
+    let best =
+        events(&journal, "decided").last().unwrap()["decision"]["best_commit"].as_str().unwrap().to_string();
     assert_eq!(fx.head(), best, "the branch is on the best commit");
 }
 
@@ -82,10 +98,24 @@ fn test_two_workers_run_experiments_at_once_with_one_journal() {
 fn test_kill_9_with_runs_in_flight_then_resume_loses_and_duplicates_nothing() {
     let fx = fixture();
     let mut child = fx.command(&[
-        "loop", "--tag", "poolkill", "--agent", "evolve", "--workers", "2", "--max-experiments", "2",
-        "--baseline-runs", "2", "--timeout", "120", "--verify-pairs", "0",
+        "loop",
+        "--tag",
+        "poolkill",
+        "--agent",
+        "evolve",
+        "--workers",
+        "2",
+        "--max-experiments",
+        "2",
+        "--baseline-runs",
+        "2",
+        "--timeout",
+        "120",
+        "--verify-pairs",
+        "0",
     ]);
-    let mut child = child.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        child.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     // Wait until two runs are launched, then kill -9.
     let t = Instant::now();
     loop {
@@ -99,7 +129,20 @@ fn test_kill_9_with_runs_in_flight_then_resume_loses_and_duplicates_nothing() {
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(500));
     support::fixture::assert_no_training_left(&fx);
-    let out = fx.ar(&["loop", "--tag", "poolkill", "--resume", "--agent", "evolve", "--workers", "2", "--max-experiments", "1", "--verify-pairs", "0"]);
+    let out = fx.ar(&[
+        "loop",
+        "--tag",
+        "poolkill",
+        "--resume",
+        "--agent",
+        "evolve",
+        "--workers",
+        "2",
+        "--max-experiments",
+        "1",
+        "--verify-pairs",
+        "0",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let journal = fx.journal("poolkill");
     assert_consistent(&journal);

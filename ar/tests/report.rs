@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ar::journal::{CrashClass, Decision, Event, RuleConfig, RunKind, Status, Timings};
+use ar::report::model::{Model, Outcome};
 use prepare::RunRecord;
 use prepare::hardware::Hardware;
-use ar::report::model::{Model, Outcome};
 
 // ---------------------------------------------------------------------------------------
 // Fixture generator
@@ -640,7 +640,10 @@ fn test_markdown_report_names_the_top_improvement_and_keeps_negative_results() {
     let m = Model::from_events(&load("overnight"));
     let top = m.improvements()[0];
     let line = md.lines().find(|l| l.starts_with("| 1 |")).expect("a top-improvements table");
-    assert!(line.contains(&format!("`{}`", &ar::report::model::short(top.commit.as_deref().unwrap()))), "{line}");
+    assert!(
+        line.contains(&format!("`{}`", &ar::report::model::short(top.commit.as_deref().unwrap()))),
+        "{line}"
+    );
     assert!(line.contains(&format!("{:+.6}", top.delta.unwrap())), "{line}");
     for needle in [
         "## Setup",

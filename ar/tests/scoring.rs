@@ -107,7 +107,8 @@ fn test_reads_of_the_answers_are_refused_and_the_recorded_score_is_the_scorers()
     let rows = |r: &serde_json::Value| r["record"]["scoring"]["splits"][0]["rows"].as_u64().unwrap();
     assert_eq!(rows(&run), 64, "EVAL_TOKENS / MAX_SEQ_LEN rows at a batch of 12");
     assert_eq!(rows(&run), rows(&base), "the same rows as the baseline's batch of 16");
-    let outcome: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("outcome.json")).unwrap()).unwrap();
+    let outcome: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("outcome.json")).unwrap()).unwrap();
     assert_eq!(outcome["record"]["val_bpb"].as_f64(), Some(val));
 }
 
@@ -115,7 +116,10 @@ fn test_reads_of_the_answers_are_refused_and_the_recorded_score_is_the_scorers()
 fn test_untimed_training_before_the_clock_is_overtime() {
     let fx = fixture();
     with_baseline(&fx, "overtime", &[]);
-    fx.edit_train("    let warmup = profile.warmup_steps;\n", "    let warmup = profile.warmup_steps + 100_000;\n");
+    fx.edit_train(
+        "    let warmup = profile.warmup_steps;\n",
+        "    let warmup = profile.warmup_steps + 100_000;\n",
+    );
     let t = Instant::now();
     let out = experiment(&fx, "a much longer warm-up");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));

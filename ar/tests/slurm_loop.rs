@@ -49,10 +49,30 @@ fn test_slurm_session_survives_kill_scancel_and_a_controller_restart() {
     let fx = fixture();
     let tag = "slurmy";
     let args = [
-        "loop", "--tag", tag, "--agent", "evolve", "--backend", "slurm", "--workers", "2", "--max-experiments", "2",
-        "--baseline-runs", "2", "--timeout", "120", "--verify-pairs", "0",
+        "loop",
+        "--tag",
+        tag,
+        "--agent",
+        "evolve",
+        "--backend",
+        "slurm",
+        "--workers",
+        "2",
+        "--max-experiments",
+        "2",
+        "--baseline-runs",
+        "2",
+        "--timeout",
+        "120",
+        "--verify-pairs",
+        "0",
     ];
-    let mut child = fx.command(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = fx
+        .command(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Two jobs at once: both baselines are launched before either finishes.
     let t = Instant::now();
     while queued(tag).len() < 2 && t.elapsed() < Duration::from_secs(240) {
@@ -72,14 +92,24 @@ fn test_slurm_session_survives_kill_scancel_and_a_controller_restart() {
         unsafe { libc::kill(pid, libc::SIGTERM) };
         std::thread::sleep(Duration::from_secs(4));
     }
-    let up = Command::new("bash")
-        .arg(fx.repo.join("scripts/slurm-up.sh"))
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let up = Command::new("bash").arg(fx.repo.join("scripts/slurm-up.sh")).arg(&dir).output().unwrap();
     assert!(up.status.success(), "the controller restarts: {}", text(&up));
-    let out = fx.ar(&["loop", "--tag", tag, "--resume", "--agent", "evolve", "--backend", "slurm", "--workers", "2",
-        "--max-experiments", "1", "--verify-pairs", "0"]);
+    let out = fx.ar(&[
+        "loop",
+        "--tag",
+        tag,
+        "--resume",
+        "--agent",
+        "evolve",
+        "--backend",
+        "slurm",
+        "--workers",
+        "2",
+        "--max-experiments",
+        "1",
+        "--verify-pairs",
+        "0",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let journal = fx.journal(tag);
     assert_consistent(&journal);
@@ -94,11 +124,16 @@ fn test_slurm_session_survives_kill_scancel_and_a_controller_restart() {
     if !cancelled_finished_ok {
         assert!(!lost.is_empty(), "the cancelled job is recorded as lost: {journal:?}");
         let lost_id = lost[0]["id"].clone();
-        let lost_seed = events(&journal, "started").into_iter().find(|s| s["id"] == lost_id).unwrap()["seed"].clone();
+        let lost_seed =
+            events(&journal, "started").into_iter().find(|s| s["id"] == lost_id).unwrap()["seed"].clone();
         let again = events(&journal, "started")
             .into_iter()
             .filter(|s| s["seed"] == lost_seed && s["id"] != lost_id)
-            .filter(|s| events(&journal, "finished").iter().any(|f| f["id"] == s["id"] && f["record"]["val_bpb"].is_number()))
+            .filter(|s| {
+                events(&journal, "finished")
+                    .iter()
+                    .any(|f| f["id"] == s["id"] && f["record"]["val_bpb"].is_number())
+            })
             .count();
         assert!(again >= 1, "and measured again: {journal:?}");
     }

@@ -12,7 +12,6 @@
 //!
 //! `cargo test --release -p ar --test stats -- --nocapture` prints the measured table.
 
-
 use ar::stats::{Direction, Pool, Rule, Verdict, decide, inc_beta, interval, ln_gamma, t_cdf, t_quantile};
 
 // ---------------------------------------------------------------------------------------

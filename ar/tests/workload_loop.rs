@@ -29,7 +29,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
 /// `json`, the scorer writes `metrics.json` (not ignored by git) instead of a METRIC line.
 fn knob_repo(direction: &str, json: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let source = if json { "source = \"json\"\nfile = \"metrics.json\"\nkey = \"loss\"" } else { "source = \"stdout\"" };
+    let source = if json {
+        "source = \"json\"\nfile = \"metrics.json\"\nkey = \"loss\""
+    } else {
+        "source = \"stdout\""
+    };
     let toml = format!(
         r#"version = 1
 name = "knob"
@@ -54,12 +58,14 @@ timeout = "30s"
     );
     // The noise depends on the seed index only, so a pair (same index) cancels it and the
     // baseline runs still spread (the noise estimate is not zero).
-    let (print, to) = if json { (r#"{\"loss\": %.4f}\n"#, " > metrics.json") } else { (r"METRIC loss=%.4f\n", "") };
+    let (print, to) =
+        if json { (r#"{\"loss\": %.4f}\n"#, " > metrics.json") } else { (r"METRIC loss=%.4f\n", "") };
     let score = format!(
         "k=$(cat params/knob.conf)\n\
          awk -v k=\"$k\" -v s=\"${{SEED:-0}}\" 'BEGIN {{ printf \"{print}\", k + ((s * 37) % 11) / 1000 }}'{to}\n"
     );
-    let check = "[ \"$(cat params/knob.conf)\" != 1 ] || { echo 'knob 1 breaks the contract' >&2; exit 1; }\n";
+    let check =
+        "[ \"$(cat params/knob.conf)\" != 1 ] || { echo 'knob 1 breaks the contract' >&2; exit 1; }\n";
     for (path, text) in [
         ("autoresearch.toml", toml.as_str()),
         ("score.sh", score.as_str()),
@@ -178,7 +184,11 @@ fn test_a_loop_on_a_command_workload_keeps_improvements_and_refuses_worse_out_of
     let statuses: Vec<&str> = decided.iter().map(|(_, s, _)| s.as_str()).collect();
     assert_eq!(statuses, ["keep", "discard", "rejected", "discard"], "{decided:#?}\n{msg}");
     assert!(decided[0].2.contains("checks passed"), "{}", decided[0].2);
-    assert!(decided[2].2.contains("params/notes.md") && decided[2].2.contains("params/*.conf"), "{}", decided[2].2);
+    assert!(
+        decided[2].2.contains("params/notes.md") && decided[2].2.contains("params/*.conf"),
+        "{}",
+        decided[2].2
+    );
     assert!(decided[3].2.contains("the checks failed"), "a failing check blocks the keep: {}", decided[3].2);
 
     // The branch sits on the kept change; the note was never committed anywhere.
@@ -210,9 +220,14 @@ fn test_a_loop_on_a_command_workload_keeps_improvements_and_refuses_worse_out_of
     // A resume over a changed declaration is refused, naming the file.
     git(repo.path(), &["checkout", "-q", "autoresearch/knob"]);
     let toml = std::fs::read_to_string(repo.path().join("autoresearch.toml")).unwrap();
-    std::fs::write(repo.path().join("autoresearch.toml"), toml.replace("timeout = \"30s\"", "timeout = \"40s\"")).unwrap();
+    std::fs::write(
+        repo.path().join("autoresearch.toml"),
+        toml.replace("timeout = \"30s\"", "timeout = \"40s\""),
+    )
+    .unwrap();
     git(repo.path(), &["commit", "-qam", "change the workload"]);
-    let again = ar(repo.path(), &["loop", "--tag", "knob", "--resume", "--agent", &agent, "--max-experiments", "1"]);
+    let again =
+        ar(repo.path(), &["loop", "--tag", "knob", "--resume", "--agent", &agent, "--max-experiments", "1"]);
     let again_text = text(&again);
     assert!(!again.status.success(), "{again_text}");
     assert!(again_text.contains("autoresearch.toml changed since session"), "{again_text}");
@@ -225,7 +240,10 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
     let state = scratch.path().display().to_string();
     let agent = agent(
         scratch.path(),
-        &[("echo 7 > params/knob.conf", "raise the knob to 7"), ("echo 6 > params/knob.conf", "lower the knob to 6")],
+        &[
+            ("echo 7 > params/knob.conf", "raise the knob to 7"),
+            ("echo 6 > params/knob.conf", "lower the knob to 6"),
+        ],
     );
     let out = ar(repo.path(), &loop_args("up", &agent, &state, "2"));
     let msg = text(&out);
@@ -241,7 +259,10 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
     assert!(!repo.path().join("metrics.json").exists());
     // The agent's digest speaks of the workload's metric and its direction, not val_bpb.
     let prompt = std::fs::read_to_string(scratch.path().join("prompt.2")).unwrap();
-    assert!(prompt.contains("metric loss (higher is better") && prompt.contains("`loss` (higher is better)"), "{prompt}");
+    assert!(
+        prompt.contains("metric loss (higher is better") && prompt.contains("`loss` (higher is better)"),
+        "{prompt}"
+    );
     assert!(!prompt.contains("val_bpb"), "{prompt}");
     // The verification's gain is improvement-positive: 7 − 5 = 2 on fresh seeds.
     let verified = events.iter().find(|e| e["event"] == "verified").expect("a verification");
@@ -254,12 +275,18 @@ fn test_a_command_workload_refuses_the_pool_slurm_and_the_built_in_agents_before
     let repo = knob_repo("minimize", false);
     for (args, says) in [
         (vec!["loop", "--tag", "p", "--agent", "cmd:true", "--workers", "2"], "one measurement at a time"),
-        (vec!["loop", "--tag", "p", "--agent", "cmd:true", "--backend", "slurm"], "one measurement at a time"),
+        (
+            vec!["loop", "--tag", "p", "--agent", "cmd:true", "--backend", "slurm"],
+            "one measurement at a time",
+        ),
         (vec!["loop", "--tag", "p", "--agent", "evolve"], "needs an agent CLI"),
     ] {
         let out = ar(repo.path(), &args);
         let msg = text(&out);
-        assert!(!out.status.success() && msg.contains(says) && msg.contains("autoresearch.toml"), "{args:?}: {msg}");
+        assert!(
+            !out.status.success() && msg.contains(says) && msg.contains("autoresearch.toml"),
+            "{args:?}: {msg}"
+        );
     }
     assert!(!git(repo.path(), &["branch", "--list"]).contains("autoresearch/p"), "no branch was made");
 }

@@ -41,7 +41,13 @@ fn main() {
         let gf = |ms: f64| 2.0 * (m * k * nn) as f64 / ms / 1e6;
         total.0 += f32_ms;
         total.1 += bf_ms;
-        println!("{:<34} {:>10.1} {:>10.1} {:>7.2}x", format!("{name} [{m}×{k}]·[{k}×{nn}]"), gf(f32_ms), gf(bf_ms), f32_ms / bf_ms);
+        println!(
+            "{:<34} {:>10.1} {:>10.1} {:>7.2}x",
+            format!("{name} [{m}×{k}]·[{k}×{nn}]"),
+            gf(f32_ms),
+            gf(bf_ms),
+            f32_ms / bf_ms
+        );
     }
     println!("all eight: f32 {:.1} ms, bf16 {:.1} ms ({:.2}x)", total.0, total.1, total.0 / total.1);
 }

@@ -22,38 +22,62 @@ fn main() {
     let n = b * t;
     println!("B {b} T {t} H {h} D {d} V {v}, median of {runs} runs, fwd+bwd ms (incl. a sync)");
     let q = || rand::<4>(&[b, t, h, d], 1, &dev);
-    time("attention w=T/2", runs, || {
-        let o = kernels::attention(q(), q(), q(), t / 2, 0.125);
-        sync(o.sum().backward(), &dev)
-    }, || {
-        let o = reference::attention(q(), q(), q(), t / 2, 0.125);
-        sync(o.sum().backward(), &dev)
-    });
+    time(
+        "attention w=T/2",
+        runs,
+        || {
+            let o = kernels::attention(q(), q(), q(), t / 2, 0.125);
+            sync(o.sum().backward(), &dev)
+        },
+        || {
+            let o = reference::attention(q(), q(), q(), t / 2, 0.125);
+            sync(o.sum().backward(), &dev)
+        },
+    );
     let x = || rand::<2>(&[n, c], 2, &dev);
-    time("rms_norm", runs, || sync(kernels::rms_norm(x(), RMS_NORM_EPS).sum().backward(), &dev), || {
-        sync(reference::rms_norm(x(), RMS_NORM_EPS).sum().backward(), &dev)
-    });
+    time(
+        "rms_norm",
+        runs,
+        || sync(kernels::rms_norm(x(), RMS_NORM_EPS).sum().backward(), &dev),
+        || sync(reference::rms_norm(x(), RMS_NORM_EPS).sum().backward(), &dev),
+    );
     let tables = || {
         let half = d / 2;
         let cos: Tensor<2> = Tensor::from_data(TensorData::new(vec![0.5f32; t * half], [t, half]), &dev);
         (cos.clone(), cos)
     };
-    time("rope_rms_norm", runs, || {
-        let (cs, sn) = tables();
-        sync(kernels::rope_rms_norm(q(), cs, sn, RMS_NORM_EPS).sum().backward(), &dev)
-    }, || {
-        let (cs, sn) = tables();
-        sync(reference::rope_rms_norm(q(), cs, sn, RMS_NORM_EPS).sum().backward(), &dev)
-    });
+    time(
+        "rope_rms_norm",
+        runs,
+        || {
+            let (cs, sn) = tables();
+            sync(kernels::rope_rms_norm(q(), cs, sn, RMS_NORM_EPS).sum().backward(), &dev)
+        },
+        || {
+            let (cs, sn) = tables();
+            sync(reference::rope_rms_norm(q(), cs, sn, RMS_NORM_EPS).sum().backward(), &dev)
+        },
+    );
     let h4 = || rand::<2>(&[n, 4 * c], 3, &dev);
-    time("relu_square", runs, || sync(kernels::relu_square(h4()).sum().backward(), &dev), || {
-        sync(reference::relu_square(h4()).sum().backward(), &dev)
-    });
+    time(
+        "relu_square",
+        runs,
+        || sync(kernels::relu_square(h4()).sum().backward(), &dev),
+        || sync(reference::relu_square(h4()).sum().backward(), &dev),
+    );
     let logits = || rand::<2>(&[n, v], 4, &dev);
-    let targets = || Tensor::<1, Int>::from_data(TensorData::new((0..n as i64).map(|i| i % v as i64).collect::<Vec<_>>(), [n]), &dev);
-    time("softcap_cross_entropy", runs, || {
-        sync(kernels::softcap_cross_entropy(logits(), targets(), 15.0).backward(), &dev)
-    }, || sync(reference::softcap_cross_entropy(logits(), targets(), 15.0).backward(), &dev));
+    let targets = || {
+        Tensor::<1, Int>::from_data(
+            TensorData::new((0..n as i64).map(|i| i % v as i64).collect::<Vec<_>>(), [n]),
+            &dev,
+        )
+    };
+    time(
+        "softcap_cross_entropy",
+        runs,
+        || sync(kernels::softcap_cross_entropy(logits(), targets(), 15.0).backward(), &dev),
+        || sync(reference::softcap_cross_entropy(logits(), targets(), 15.0).backward(), &dev),
+    );
 }
 
 fn rand<const D: usize>(shape: &[usize], seed: u64, dev: &Device) -> Tensor<D> {

@@ -115,7 +115,8 @@ struct AttentionSaved<B: FusedOps> {
 
 impl<B: FusedOps> Clone for AttentionSaved<B> {
     fn clone(&self) -> Self {
-        let (q, k, v, o, lse) = (self.q.clone(), self.k.clone(), self.v.clone(), self.o.clone(), self.lse.clone());
+        let (q, k, v, o, lse) =
+            (self.q.clone(), self.k.clone(), self.v.clone(), self.o.clone(), self.lse.clone());
         Self { q, k, v, o, lse, window: self.window, scale: self.scale }
     }
 }
@@ -226,7 +227,10 @@ pub(crate) fn softcap_cross_entropy<B: FusedOps, C: CheckpointStrategy>(
 
 /// (x: [N, in], w: [out, in]) → x·wᵀ [N, out] with bf16 operands; saves x and w as they are
 /// (f32, which autodiff keeps anyway: the backward rounds them again, so no bf16 copy is kept).
-pub(crate) fn linear_bf16<B: FusedOps, C: CheckpointStrategy>(x: AdTensor<B, C>, w: AdTensor<B, C>) -> AdTensor<B, C> {
+pub(crate) fn linear_bf16<B: FusedOps, C: CheckpointStrategy>(
+    x: AdTensor<B, C>,
+    w: AdTensor<B, C>,
+) -> AdTensor<B, C> {
     #[derive(Debug)]
     struct LinearBf16Backward;
 

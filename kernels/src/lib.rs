@@ -30,13 +30,13 @@ mod flex;
 mod ops;
 pub mod reference;
 
+use burn::backend::Backend;
 use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, DispatchAutodiffContext, DispatchKindConversion, DispatchTensor, DispatchTensorKind, Flex,
     GradientCheckpointingStrategy,
 };
-use burn::backend::Backend;
 use burn::tensor::{DType, Int, Tensor};
 #[cfg(feature = "cube")]
 use burn_cubecl::CubeBackend;
@@ -50,10 +50,12 @@ pub const RMS_NORM_EPS: f32 = f32::EPSILON;
 ///
 /// Shapes: x [..., d] → [..., d]. Use [`RMS_NORM_EPS`] for PyTorch's default.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f32) -> Tensor<D> {
-    on_route!(route(&x),
+    on_route!(
+        route(&x),
         |B| wrap::<B, D>(B::rms_norm_forward(primitive::<B, D>(x), eps).0),
         |B, C| wrap::<Autodiff<B, C>, D>(autodiff::rms_norm::<B, C>(primitive::<Autodiff<B, C>, D>(x), eps)),
-        reference::rms_norm(x, eps))
+        reference::rms_norm(x, eps)
+    )
 }
 
 /// RoPE then RMSNorm (no weight) over each head: the model's `norm(apply_rotary_emb(q))` for q
@@ -70,16 +72,23 @@ pub fn rope_rms_norm(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>, eps: f32) -> 
     {
         constant::<B>(cos).zip(constant::<B>(sin))
     }
-    on_route!(route(&x),
+    on_route!(
+        route(&x),
         |B| match tables::<B>(&cos, &sin) {
             Some((c, s)) => wrap::<B, 4>(B::rope_rms_norm_forward(primitive::<B, 4>(x), &c, &s, eps).0),
             None => reference::rope_rms_norm(x, cos, sin, eps),
         },
         |B, C| match tables::<B>(&cos, &sin) {
-            Some((c, s)) => wrap::<Autodiff<B, C>, 4>(autodiff::rope_rms_norm::<B, C>(primitive::<Autodiff<B, C>, 4>(x), c, s, eps)),
+            Some((c, s)) => wrap::<Autodiff<B, C>, 4>(autodiff::rope_rms_norm::<B, C>(
+                primitive::<Autodiff<B, C>, 4>(x),
+                c,
+                s,
+                eps
+            )),
             None => reference::rope_rms_norm(x, cos, sin, eps),
         },
-        reference::rope_rms_norm(x, cos, sin, eps))
+        reference::rope_rms_norm(x, cos, sin, eps)
+    )
 }
 
 /// relu(x)², the MLP activation, fused (one pass forward, one backward; saves only its output,
@@ -87,10 +96,12 @@ pub fn rope_rms_norm(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>, eps: f32) -> 
 ///
 /// Shapes: x [...] → [...].
 pub fn relu_square<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    on_route!(route(&x),
+    on_route!(
+        route(&x),
         |B| wrap::<B, D>(B::relu_square_forward(primitive::<B, D>(x))),
         |B, C| wrap::<Autodiff<B, C>, D>(autodiff::relu_square::<B, C>(primitive::<Autodiff<B, C>, D>(x))),
-        reference::relu_square(x))
+        reference::relu_square(x)
+    )
 }
 
 /// Causal attention with a sliding window, on flash-attn's layout.
@@ -102,20 +113,27 @@ pub fn relu_square<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// Scores are scaled by `scale` (usually 1/√D) before the softmax.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, window: usize, scale: f32) -> Tensor<4> {
     check_attention_shapes(&q.dims(), &k.dims(), &v.dims());
-    on_route!(same_route(&[route(&q), route(&k), route(&v)]),
+    on_route!(
+        same_route(&[route(&q), route(&k), route(&v)]),
         |B| wrap::<B, 4>(
-            B::attention_forward(primitive::<B, 4>(q), primitive::<B, 4>(k), primitive::<B, 4>(v), window, scale).0
-        ),
-        |B, C| wrap::<Autodiff<B, C>, 4>(
-            autodiff::attention::<B, C>(
-                primitive::<Autodiff<B, C>, 4>(q),
-                primitive::<Autodiff<B, C>, 4>(k),
-                primitive::<Autodiff<B, C>, 4>(v),
+            B::attention_forward(
+                primitive::<B, 4>(q),
+                primitive::<B, 4>(k),
+                primitive::<B, 4>(v),
                 window,
-                scale,
+                scale
             )
+            .0
         ),
-        reference::attention(q, k, v, window, scale))
+        |B, C| wrap::<Autodiff<B, C>, 4>(autodiff::attention::<B, C>(
+            primitive::<Autodiff<B, C>, 4>(q),
+            primitive::<Autodiff<B, C>, 4>(k),
+            primitive::<Autodiff<B, C>, 4>(v),
+            window,
+            scale,
+        )),
+        reference::attention(q, k, v, window, scale)
+    )
 }
 
 /// Mean cross-entropy of softcapped logits, z = cap · tanh(logits / cap), over the rows whose
@@ -133,7 +151,8 @@ pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f3
     {
         t.clone().inner().try_into_primitive::<B>().ok().map(B::targets)
     }
-    on_route!(route(&logits),
+    on_route!(
+        route(&logits),
         |B| match targets_on::<B>(&targets) {
             Some(t) => {
                 let logits = B::contiguous(primitive::<B, 2>(logits));
@@ -142,10 +161,15 @@ pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f3
             None => reference::softcap_cross_entropy(logits, targets, cap),
         },
         |B, C| match targets_on::<B>(&targets) {
-            Some(t) => wrap::<Autodiff<B, C>, 1>(autodiff::softcap_cross_entropy::<B, C>(primitive::<Autodiff<B, C>, 2>(logits), t, cap)),
+            Some(t) => wrap::<Autodiff<B, C>, 1>(autodiff::softcap_cross_entropy::<B, C>(
+                primitive::<Autodiff<B, C>, 2>(logits),
+                t,
+                cap
+            )),
             None => reference::softcap_cross_entropy(logits, targets, cap),
         },
-        reference::softcap_cross_entropy(logits, targets, cap))
+        reference::softcap_cross_entropy(logits, targets, cap)
+    )
 }
 
 /// x · wᵀ with bf16 operands and f32 sums: the matmul of bf16 mixed precision, with f32 inputs
@@ -157,13 +181,15 @@ pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f3
 /// rounds while it packs (`flex/bf16.rs`); on GPU backends burn's matmul takes bf16 casts (tensor
 /// cores); on other CPUs, f32 matmuls of the rounded operands (the same numbers, slower than f32).
 pub fn linear_bf16(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    on_route!(same_route(&[route(&x), route(&w)]),
+    on_route!(
+        same_route(&[route(&x), route(&w)]),
         |B| wrap::<B, 2>(B::linear_bf16_forward(&primitive::<B, 2>(x), &primitive::<B, 2>(w))),
         |B, C| wrap::<Autodiff<B, C>, 2>(autodiff::linear_bf16::<B, C>(
             primitive::<Autodiff<B, C>, 2>(x),
             primitive::<Autodiff<B, C>, 2>(w),
         )),
-        reference::linear_bf16(x, w))
+        reference::linear_bf16(x, w)
+    )
 }
 
 /// a · b with bf16 operands and f32 sums, for untracked tensors (an optimizer's matmuls, e.g.

@@ -4,10 +4,10 @@
 //! `#[cube]` kernels in `cube/`). The backward nodes are written once against this trait, so a
 //! GPU training step gets the same hand-written backward as the CPU one.
 
+use burn::backend::Backend;
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::Backend;
 
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::FloatDType;
@@ -28,8 +28,11 @@ pub(crate) trait FusedOps: Backend {
 
     /// x [..., d] → (y, rstd [rows]).
     fn rms_norm_forward(x: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>);
-    fn rms_norm_backward(y: &FloatTensor<Self>, rstd: &FloatTensor<Self>, dy: FloatTensor<Self>)
-    -> FloatTensor<Self>;
+    fn rms_norm_backward(
+        y: &FloatTensor<Self>,
+        rstd: &FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 
     /// (x [B,T,H,D], cos, sin [T, D/2]) → (y, rstd [B·T·H]).
     fn rope_rms_norm_forward(
@@ -118,7 +121,12 @@ impl FusedOps for Flex {
         flex::rms_norm::rms_norm_backward(y, rstd, dy)
     }
 
-    fn rope_rms_norm_forward(x: FlexTensor, cos: &FlexTensor, sin: &FlexTensor, eps: f32) -> (FlexTensor, FlexTensor) {
+    fn rope_rms_norm_forward(
+        x: FlexTensor,
+        cos: &FlexTensor,
+        sin: &FlexTensor,
+        eps: f32,
+    ) -> (FlexTensor, FlexTensor) {
         flex::rope::rope_rms_norm_forward(x, cos, sin, eps)
     }
 
@@ -168,7 +176,10 @@ impl FusedOps for Flex {
             return flex::bf16::linear_forward(x, w);
         }
         // No AVX512-BF16: the same numbers (bf16-rounded operands, f32 sums) from f32 matmuls.
-        Flex::float_matmul(round_bf16::<Flex>(x.clone()), Flex::float_transpose(round_bf16::<Flex>(w.clone())))
+        Flex::float_matmul(
+            round_bf16::<Flex>(x.clone()),
+            Flex::float_transpose(round_bf16::<Flex>(w.clone())),
+        )
     }
 
     fn linear_bf16_backward(
@@ -183,7 +194,8 @@ impl FusedOps for Flex {
         }
         let dy = round_bf16::<Flex>(dy);
         let dx = want_dx.then(|| Flex::float_matmul(dy.clone(), round_bf16::<Flex>(w.clone())));
-        let dw = want_dw.then(|| Flex::float_matmul(Flex::float_transpose(dy), round_bf16::<Flex>(x.clone())));
+        let dw =
+            want_dw.then(|| Flex::float_matmul(Flex::float_transpose(dy), round_bf16::<Flex>(x.clone())));
         (dx, dw)
     }
 
@@ -191,7 +203,11 @@ impl FusedOps for Flex {
         flex::cross_entropy::targets_i64(&t).into()
     }
 
-    fn cross_entropy_forward(logits: &FlexTensor, targets: &Self::Targets, cap: f32) -> (FlexTensor, FlexTensor, usize) {
+    fn cross_entropy_forward(
+        logits: &FlexTensor,
+        targets: &Self::Targets,
+        cap: f32,
+    ) -> (FlexTensor, FlexTensor, usize) {
         let out = flex::cross_entropy::cross_entropy_forward(logits, targets, cap);
         (out.loss, out.lse, out.counted)
     }
@@ -240,7 +256,9 @@ mod cube_impl {
         static SAID: std::sync::Once = std::sync::Once::new();
         let yes = CubeBackend::supports_dtype(&t.device, burn::tensor::DType::BF16);
         if !yes {
-            SAID.call_once(|| eprintln!("kernels: {:?} has no bf16: linear_bf16 runs its matmuls in f32", t.device));
+            SAID.call_once(|| {
+                eprintln!("kernels: {:?} has no bf16: linear_bf16 runs its matmuls in f32", t.device)
+            });
         }
         yes
     }
@@ -332,12 +350,14 @@ mod cube_impl {
         ) -> (Option<CubeTensor>, Option<CubeTensor>) {
             if !has_bf16(x) {
                 let dx = want_dx.then(|| CubeBackend::float_matmul(dy.clone(), w.clone()));
-                let dw = want_dw.then(|| CubeBackend::float_matmul(CubeBackend::float_transpose(dy), x.clone()));
+                let dw =
+                    want_dw.then(|| CubeBackend::float_matmul(CubeBackend::float_transpose(dy), x.clone()));
                 return (dx, dw);
             }
             let dy = bf16(dy);
             let dx = want_dx.then(|| f32(CubeBackend::float_matmul(dy.clone(), bf16(w.clone()))));
-            let dw = want_dw.then(|| f32(CubeBackend::float_matmul(CubeBackend::float_transpose(dy), bf16(x.clone()))));
+            let dw = want_dw
+                .then(|| f32(CubeBackend::float_matmul(CubeBackend::float_transpose(dy), bf16(x.clone()))));
             (dx, dw)
         }
 

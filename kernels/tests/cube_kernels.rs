@@ -160,7 +160,11 @@ fn attention_on_the_gpu_matches_the_cpu_kernels() {
     // The two hand-written implementations against each other, across backends.
     let (b, t, h, hkv, d, window) = (1, 100, 2, 1, 32, 40);
     let mut rng = Rng::new(21);
-    let data = [rng.normals(b * t * h * d, 1.0), rng.normals(b * t * hkv * d, 1.0), rng.normals(b * t * hkv * d, 1.0)];
+    let data = [
+        rng.normals(b * t * h * d, 1.0),
+        rng.normals(b * t * hkv * d, 1.0),
+        rng.normals(b * t * hkv * d, 1.0),
+    ];
     let shapes = [[b, t, h, d], [b, t, hkv, d], [b, t, hkv, d]];
     let on = |device: &Device| {
         let x: Vec<Tensor<4>> = data.iter().zip(shapes).map(|(v, s)| tensor(v, s, device)).collect();
@@ -173,8 +177,9 @@ fn ce_case(name: &str, n: usize, v: usize, std: f32, ignore_every: usize, make: 
     let device = gpu().autodiff();
     let logits = (Rng::new(n as u64).normals(n * v, std), vec![n, v]);
     let mut rng = Rng::new(7);
-    let targets: Vec<i64> =
-        (0..n).map(|i| if ignore_every > 0 && i % ignore_every == 0 { -1 } else { rng.below(v) as i64 }).collect();
+    let targets: Vec<i64> = (0..n)
+        .map(|i| if ignore_every > 0 && i % ignore_every == 0 { -1 } else { rng.below(v) as i64 })
+        .collect();
     let op = |ours: bool| {
         let targets = targets.clone();
         move |x: Vec<Tensor<4>>| {
@@ -189,17 +194,10 @@ fn ce_case(name: &str, n: usize, v: usize, std: f32, ignore_every: usize, make: 
             loss.mul_scalar(0.37)
         }
     };
-    check(
-        name,
-        &device,
-        &[logits],
-        &op(true),
-        &op(false),
-        |a, b| {
-            b.cube_cross_entropy_forward > a.cube_cross_entropy_forward
-                && b.cube_cross_entropy_backward > a.cube_cross_entropy_backward
-        },
-    );
+    check(name, &device, &[logits], &op(true), &op(false), |a, b| {
+        b.cube_cross_entropy_forward > a.cube_cross_entropy_forward
+            && b.cube_cross_entropy_backward > a.cube_cross_entropy_backward
+    });
 }
 
 #[test]
@@ -234,7 +232,10 @@ fn rms_norm_matches_composed() {
             &[x],
             &|x| kernels::rms_norm(x[0].clone().reshape([rows, d]), RMS_NORM_EPS),
             &|x| reference::rms_norm(x[0].clone().reshape([rows, d]), RMS_NORM_EPS),
-            |a, b| b.cube_rms_norm_forward > a.cube_rms_norm_forward && b.cube_rms_norm_backward > a.cube_rms_norm_backward,
+            |a, b| {
+                b.cube_rms_norm_forward > a.cube_rms_norm_forward
+                    && b.cube_rms_norm_backward > a.cube_rms_norm_backward
+            },
         );
     }
 }
@@ -285,6 +286,9 @@ fn relu_square_matches_composed() {
         &[x],
         &|x| kernels::relu_square(x[0].clone()),
         &|x| reference::relu_square(x[0].clone()),
-        |a, b| b.cube_relu_square_forward > a.cube_relu_square_forward && b.cube_relu_square_backward > a.cube_relu_square_backward,
+        |a, b| {
+            b.cube_relu_square_forward > a.cube_relu_square_forward
+                && b.cube_relu_square_backward > a.cube_relu_square_backward
+        },
     );
 }

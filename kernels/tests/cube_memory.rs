@@ -59,7 +59,10 @@ fn attention_memory(ours: bool, t: usize) -> (u64, u64) {
 #[test]
 fn attention_memory_grows_linearly_in_t_with_the_cube_kernels() {
     let lengths = [128usize, 256, 512, 1024];
-    println!("{:>6} {:>14} {:>14} {:>14} {:>14}", "T", "ours kept", "ours after bw", "composed kept", "comp after bw");
+    println!(
+        "{:>6} {:>14} {:>14} {:>14} {:>14}",
+        "T", "ours kept", "ours after bw", "composed kept", "comp after bw"
+    );
     let mut ours = Vec::new();
     let mut composed = Vec::new();
     for &t in &lengths {
@@ -71,7 +74,9 @@ fn attention_memory_grows_linearly_in_t_with_the_cube_kernels() {
     let growth = |v: &[(u64, u64)], f: fn(&(u64, u64)) -> u64| f(&v[3]) as f64 / f(&v[0]).max(1) as f64;
     let (ours_kept, ours_after) = (growth(&ours, |x| x.0), growth(&ours, |x| x.1));
     let (comp_kept, comp_after) = (growth(&composed, |x| x.0), growth(&composed, |x| x.1));
-    println!("growth T 128 → 1024 (×8 is linear, ×64 quadratic): ours kept ×{ours_kept:.1}, after ×{ours_after:.1}; composed kept ×{comp_kept:.1}, after ×{comp_after:.1}");
+    println!(
+        "growth T 128 → 1024 (×8 is linear, ×64 quadratic): ours kept ×{ours_kept:.1}, after ×{ours_after:.1}; composed kept ×{comp_kept:.1}, after ×{comp_after:.1}"
+    );
     // Linear: ×8 for an 8× longer context, with slack for allocator rounding.
     assert!((6.0..=10.0).contains(&ours_kept), "ours kept ×{ours_kept:.1} from T 128 to 1024: not linear");
     assert!((6.0..=10.0).contains(&ours_after), "ours after backward ×{ours_after:.1}: not linear");

@@ -24,7 +24,8 @@ const TOL: f32 = 2e-5;
 fn linear_bf16_matches_rounded_f32_products_values_and_gradients() {
     let device = autodiff_device();
     // The model's shapes at the standard config (q/k/v, MLP in and out, the head) and ragged ones.
-    for (n, inp, out) in [(256, 256, 256), (300, 256, 1024), (64, 1024, 256), (100, 256, 4096), (37, 33, 70)] {
+    for (n, inp, out) in [(256, 256, 256), (300, 256, 1024), (64, 1024, 256), (100, 256, 4096), (37, 33, 70)]
+    {
         let mut rng = Rng::new((n * inp + out) as u64);
         let xd = rng.normals(n * inp, 1.0);
         let wd = rng.normals(out * inp, 0.05);

@@ -64,7 +64,8 @@ impl Budget {
         let value = value.trim();
         match kind.trim() {
             "time" => {
-                let secs: f64 = value.strip_suffix('s').unwrap_or(value).parse().map_err(|_| bad("not a number"))?;
+                let secs: f64 =
+                    value.strip_suffix('s').unwrap_or(value).parse().map_err(|_| bad("not a number"))?;
                 if !(secs.is_finite() && secs > 0.0) {
                     return Err(bad("seconds must be positive"));
                 }
@@ -125,7 +126,9 @@ impl Budget {
         match self {
             Budget::Time { .. } => "wall-clock time: faster code buys more steps (depends on machine load)",
             Budget::Tokens { .. } => "tokens: better learning per token (independent of machine load)",
-            Budget::Flops { .. } => "FLOPs: better learning per unit of compute (independent of machine load)",
+            Budget::Flops { .. } => {
+                "FLOPs: better learning per unit of compute (independent of machine load)"
+            }
         }
     }
 }

@@ -227,7 +227,11 @@ mod tests {
         let mut c = Checkpoint::new();
         c.set("n_layer", 2);
         c.set("window_pattern", "SSSL");
-        c.tensors.push(NamedTensor { name: "w".into(), shape: vec![2, 3], values: vec![1., 2., 3., 4., 5., -6.] });
+        c.tensors.push(NamedTensor {
+            name: "w".into(),
+            shape: vec![2, 3],
+            values: vec![1., 2., 3., 4., 5., -6.],
+        });
         c.tensors.push(NamedTensor { name: "s".into(), shape: vec![1], values: vec![0.5] });
         c
     }

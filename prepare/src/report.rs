@@ -110,7 +110,8 @@ pub fn finish_training(cache: &Cache, mut stats: TrainStats, checkpoint: &Checkp
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATS_FILE));
     let json = serde_json::to_string_pretty(&stats).expect("statistics serialise");
-    write_atomic(&path, json.as_bytes()).map_err(|e| Error::Record { path: path.clone(), reason: e.to_string() })?;
+    write_atomic(&path, json.as_bytes())
+        .map_err(|e| Error::Record { path: path.clone(), reason: e.to_string() })?;
     println!("---");
     println!("training_seconds: {:.1}", stats.training_seconds);
     println!("total_seconds:    {:.1}", stats.total_seconds);

@@ -140,7 +140,8 @@ impl Request {
                 }
                 Some(targets) => {
                     let ids: Vec<i32> = targets.iter().map(|&t| t as i32).collect();
-                    let index = Tensor::<3, Int>::from_data(TensorData::new(ids, [query.rows, query.seq, 1]), device);
+                    let index =
+                        Tensor::<3, Int>::from_data(TensorData::new(ids, [query.rows, query.seq, 1]), device);
                     let logp = log_softmax(logits, 2).gather(2, index);
                     server.answer(&query, 1, &to_vec(logp)?)?;
                 }
@@ -151,7 +152,9 @@ impl Request {
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data().try_into_vec::<f32>().map_err(|e| Error::Serve(format!("cannot read the model's output: {e:?}")))
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Serve(format!("cannot read the model's output: {e:?}")))
 }
 
 /// The server side of the wire format.
@@ -187,14 +190,17 @@ impl Server {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(io(e)),
         }
-        let word = |i: usize| u32::from_le_bytes([head[4 * i], head[4 * i + 1], head[4 * i + 2], head[4 * i + 3]]);
-        let ask = Ask::from_u32(word(0)).ok_or_else(|| Error::Serve(format!("unknown query kind {}", word(0))))?;
+        let word =
+            |i: usize| u32::from_le_bytes([head[4 * i], head[4 * i + 1], head[4 * i + 2], head[4 * i + 3]]);
+        let ask =
+            Ask::from_u32(word(0)).ok_or_else(|| Error::Serve(format!("unknown query kind {}", word(0))))?;
         if ask == Ask::End {
             return Ok(None);
         }
         let (rows, seq) = (word(1) as usize, word(2) as usize);
         let inputs = read_u32s(&mut self.reader, rows * seq)?;
-        let targets = if ask == Ask::LogProbs { Some(read_u32s(&mut self.reader, rows * seq)?) } else { None };
+        let targets =
+            if ask == Ask::LogProbs { Some(read_u32s(&mut self.reader, rows * seq)?) } else { None };
         Ok(Some(Query { ask, rows, seq, inputs, targets }))
     }
 

@@ -119,7 +119,8 @@ fn settings() -> Settings {
 fn direct_bpb(r: &Rows) -> f64 {
     let q = Query { ask: Ask::Logits, rows: r.n, seq: SEQ, inputs: r.inputs.clone(), targets: None };
     let logits = logits_of(Toy::Honest, &q, 0);
-    let lp: Vec<f32> = (0..r.n * SEQ).map(|i| log_softmax_at(&logits[i * V..(i + 1) * V], r.targets[i] as usize)).collect();
+    let lp: Vec<f32> =
+        (0..r.n * SEQ).map(|i| log_softmax_at(&logits[i * V..(i + 1) * V], r.targets[i] as usize)).collect();
     let tb = token_bytes();
     let mut acc = BpbAccumulator::new(&tb);
     acc.add_log_probs(&lp, &r.targets).unwrap();
@@ -130,14 +131,18 @@ fn direct_bpb(r: &Rows) -> f64 {
 fn test_an_honest_model_is_scored_on_every_row_and_passes_every_probe() {
     let (val, test) = (rows(Split::Val, 37, 1), rows(Split::Test, 20, 2));
     let mut client = serve(Toy::Honest);
-    let scored = scorer::score_full(&mut client, &[&val, &test], &token_bytes(), &settings(), &mut Rng::new(7)).unwrap();
+    let scored =
+        scorer::score_full(&mut client, &[&val, &test], &token_bytes(), &settings(), &mut Rng::new(7))
+            .unwrap();
     client.finish();
     let got = scored.bpb(Split::Val).unwrap();
     let want = direct_bpb(&val);
     assert!((got - want).abs() < 1e-6, "val bpb {got} vs direct {want} (diff {:.2e})", (got - want).abs());
     assert_eq!(scored.splits[0].rows, 37, "all rows, though 37 is not a multiple of the batch of 8");
     assert!(scored.probes.iter().all(|p| p.passed), "{:?}", scored.probes);
-    for probe in ["causality", "stationarity", "batch composition (row alone)", "batch composition (other company)"] {
+    for probe in
+        ["causality", "stationarity", "batch composition (row alone)", "batch composition (other company)"]
+    {
         assert!(scored.probes.iter().any(|p| p.probe == probe && p.split == "val"), "{probe} ran");
     }
 }
@@ -146,7 +151,8 @@ fn test_an_honest_model_is_scored_on_every_row_and_passes_every_probe() {
 fn test_a_model_that_sees_the_next_token_is_a_leak_named_as_such() {
     let val = rows(Split::Val, 24, 3);
     let mut client = serve(Toy::LooksAhead);
-    let err = scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(8)).unwrap_err();
+    let err =
+        scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(8)).unwrap_err();
     let ScoreError::Leak(sentence) = err else { panic!("expected a leak, got {err:?}") };
     assert!(sentence.contains("not causal") && sentence.contains("token t+1"), "{sentence}");
 }
@@ -155,7 +161,8 @@ fn test_a_model_that_sees_the_next_token_is_a_leak_named_as_such() {
 fn test_a_model_that_mixes_rows_of_a_batch_is_a_leak_named_as_such() {
     let val = rows(Split::Val, 24, 4);
     let mut client = serve(Toy::MixesRows);
-    let err = scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(9)).unwrap_err();
+    let err =
+        scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(9)).unwrap_err();
     let ScoreError::Leak(sentence) = err else { panic!("expected a leak, got {err:?}") };
     assert!(sentence.contains("other rows in its batch"), "{sentence}");
 }
@@ -164,7 +171,8 @@ fn test_a_model_that_mixes_rows_of_a_batch_is_a_leak_named_as_such() {
 fn test_a_model_that_changes_while_scored_is_a_leak_named_as_such() {
     let val = rows(Split::Val, 24, 5);
     let mut client = serve(Toy::Drifts);
-    let err = scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(10)).unwrap_err();
+    let err =
+        scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(10)).unwrap_err();
     let ScoreError::Leak(sentence) = err else { panic!("expected a leak, got {err:?}") };
     assert!(sentence.contains("changes while it is being scored"), "{sentence}");
 }
@@ -173,11 +181,19 @@ fn test_a_model_that_changes_while_scored_is_a_leak_named_as_such() {
 fn test_audited_scoring_agrees_with_full_scoring_for_an_honest_model() {
     let (val, test) = (rows(Split::Val, 30, 6), rows(Split::Test, 30, 7));
     let mut full = serve(Toy::Honest);
-    let a = scorer::score_full(&mut full, &[&val, &test], &token_bytes(), &settings(), &mut Rng::new(1)).unwrap();
+    let a =
+        scorer::score_full(&mut full, &[&val, &test], &token_bytes(), &settings(), &mut Rng::new(1)).unwrap();
     let mut first = serve(Toy::Honest);
     let mut fresh = || Ok(serve(Toy::Honest));
-    let b = scorer::score_audited(&mut first, &mut fresh, &[&val, &test], &token_bytes(), &settings(), &mut Rng::new(2))
-        .unwrap();
+    let b = scorer::score_audited(
+        &mut first,
+        &mut fresh,
+        &[&val, &test],
+        &token_bytes(),
+        &settings(),
+        &mut Rng::new(2),
+    )
+    .unwrap();
     for split in [Split::Val, Split::Test] {
         let (x, y) = (a.bpb(split).unwrap(), b.bpb(split).unwrap());
         assert!((x - y).abs() < 1e-6, "{split}: full {x} vs audited {y}");
@@ -192,8 +208,9 @@ fn test_committed_log_probabilities_the_logits_do_not_give_are_tampered() {
     let val = rows(Split::Val, 30, 8);
     let mut first = serve(Toy::LiesWhenCommitting);
     let mut fresh = || Ok(serve(Toy::LiesWhenCommitting));
-    let err = scorer::score_audited(&mut first, &mut fresh, &[&val], &token_bytes(), &settings(), &mut Rng::new(3))
-        .unwrap_err();
+    let err =
+        scorer::score_audited(&mut first, &mut fresh, &[&val], &token_bytes(), &settings(), &mut Rng::new(3))
+            .unwrap_err();
     let ScoreError::Tampered(sentence) = err else { panic!("expected tampered, got {err:?}") };
     assert!(sentence.contains("does not produce"), "{sentence}");
 }
@@ -212,6 +229,7 @@ fn test_a_server_that_answers_the_wrong_shape_breaks_the_protocol() {
     });
     let mut client = Client::connect(query_w, answer_r).unwrap();
     let val = rows(Split::Val, 16, 9);
-    let err = scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(4)).unwrap_err();
+    let err =
+        scorer::score_full(&mut client, &[&val], &token_bytes(), &settings(), &mut Rng::new(4)).unwrap_err();
     assert!(matches!(err, ScoreError::Protocol(_)), "{err:?}");
 }

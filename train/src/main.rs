@@ -821,8 +821,8 @@ fn train() -> prepare::Result<()> {
         // is re-anchored to a true step boundary before stopping. Under a time budget the
         // first `warmup` steps are off the clock (the original's 11).
         let unsynced = last_sync.elapsed().as_secs_f64();
-        let looks_spent =
-            step > warmup && budget.spent(&Spent { training_seconds: total_training_time + unsynced, ..spent });
+        let looks_spent = step > warmup
+            && budget.spent(&Spent { training_seconds: total_training_time + unsynced, ..spent });
         if step <= warmup || steps_since_sync >= LOG_EVERY || looks_spent {
             let loss_f = loss_value.into_scalar::<f32>() as f64;
             if loss_f.is_nan() || loss_f > 100.0 {

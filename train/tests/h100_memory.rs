@@ -124,13 +124,21 @@ fn a_training_step_at_the_h100_profile_fits_80_gb() {
     println!("  params      {:>7.2} GB", b.params / GB);
     println!("  optimizer   {:>7.2} GB", b.optimizer / GB);
     println!("  grads       {:>7.2} GB (first micro-batch, kept across the second)", b.grads / GB);
-    println!("  kept        {:>7.2} GB (forward → backward; logits alone {:.2} GB)", b.kept / GB, 4.0 * (s.batch * s.seq * s.vocab) as f64 / GB);
+    println!(
+        "  kept        {:>7.2} GB (forward → backward; logits alone {:.2} GB)",
+        b.kept / GB,
+        4.0 * (s.batch * s.seq * s.vocab) as f64 / GB
+    );
     println!("  transient   {:>7.2} GB", b.transient / GB);
     println!("  peak        {:>7.2} GB of 80", b.peak() / GB);
     // What the composed attention would add (burn 0.22.1's autodiff path): at least two f32
     // [B, H, T, T] tensors per layer (the scores and the softmax), 8.6 GB each here.
     let scores = 4.0 * (s.batch * s.heads * s.seq * s.seq) as f64;
-    println!("  (composed attention would keep ≥ {:.0} GB more: 2 × {:.1} GB per layer)", 2.0 * scores * s.depth as f64 / GB, scores / GB);
+    println!(
+        "  (composed attention would keep ≥ {:.0} GB more: 2 × {:.1} GB per layer)",
+        2.0 * scores * s.depth as f64 / GB,
+        scores / GB
+    );
     assert!(b.peak() < 80.0 * GB, "a training step at the h100 profile needs {:.1} GB", b.peak() / GB);
     assert!(b.peak() + 2.0 * scores * s.depth as f64 > 80.0 * GB, "the composed attention would not fit");
 }
@@ -182,7 +190,10 @@ fn the_accounting_matches_the_allocator_on_wgpu() {
         // The ids are made before `before`, so the prediction's ids are not measured here.
         let predicted = kept_by_forward(&s) - 4.0 * 2.0 * n as f64;
         let err = (kept - predicted) / predicted;
-        println!("{s:?}: kept after the forward {kept:.0} B, predicted {predicted:.0} B ({:+.1} %)", 100.0 * err);
+        println!(
+            "{s:?}: kept after the forward {kept:.0} B, predicted {predicted:.0} B ({:+.1} %)",
+            100.0 * err
+        );
         assert!(err.abs() < 0.01, "{s:?}: the accounting is off by {:.1} %", 100.0 * err);
         drop(loss);
     }

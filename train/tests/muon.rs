@@ -101,7 +101,11 @@ fn polar_express_pushes_singular_values_to_one(precision: train_file::Precision)
         for (b, a) in before.iter().zip(&after) {
             assert!(*a <= 1.25, "{precision:?} [{r}x{c}] singular value {a} after Polar Express (from {b})");
             if b / top >= 1e-2 {
-                assert!(*a >= 0.6, "{precision:?} [{r}x{c}] singular value {a} after Polar Express (from {})", b / top);
+                assert!(
+                    *a >= 0.6,
+                    "{precision:?} [{r}x{c}] singular value {a} after Polar Express (from {})",
+                    b / top
+                );
             }
         }
     }

@@ -29,7 +29,8 @@ fn test_the_served_score_equals_the_in_process_score() {
     let model = Gpt::from_checkpoint(&checkpoint, &device).unwrap();
     for (split, batch) in [(Split::Val, 16), (Split::Test, 5)] {
         // A batch of 5 does not divide the 64 rows: the rows scored must not change.
-        let reference = evaluate_bpb(&cache, &tokenizer, batch, split, &device, |x| model.eval_logits(x)).unwrap();
+        let reference =
+            evaluate_bpb(&cache, &tokenizer, batch, split, &device, |x| model.eval_logits(x)).unwrap();
         let served = trusted.bpb(split).unwrap();
         let diff = (reference - served).abs();
         println!("{split}: in-process {reference:.9} | served {served:.9} | max diff {diff:.2e}");

@@ -28,7 +28,9 @@ fn test_smoke_run_trains_honours_the_budget_and_writes_the_record() {
     // No metric from the program: it says who scores.
     let block = run.stdout.split("\n---\n").nth(1).expect("a --- summary block");
     assert!(block.lines().any(|l| l.starts_with("val_bpb:") && l.contains("scored by ar")), "{block}");
-    for key in ["training_seconds:", "total_seconds:", "peak_vram_mb:", "num_steps:", "num_params_M:", "depth:"] {
+    for key in
+        ["training_seconds:", "total_seconds:", "peak_vram_mb:", "num_steps:", "num_params_M:", "depth:"]
+    {
         assert!(block.lines().any(|l| l.starts_with(key)), "{key} missing from\n{block}");
     }
     // The checkpoint serves, and the scorer gives it a sane score with every probe passing.

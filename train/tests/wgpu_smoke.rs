@@ -55,7 +55,11 @@ fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
     assert!(gpu.stats.device.contains("wgpu"), "the statistics name the device: {}", gpu.stats.device);
     for kernel in CUBE_KERNELS {
         let line = format!("kernels: #[cube] {kernel} runs on");
-        assert!(gpu.stderr.contains(&line), "the wgpu run did not use the cube kernel `{kernel}`:\n{}", gpu.stderr);
+        assert!(
+            gpu.stderr.contains(&line),
+            "the wgpu run did not use the cube kernel `{kernel}`:\n{}",
+            gpu.stderr
+        );
         assert!(!cpu.stderr.contains(&line), "the CPU run launched a cube kernel:\n{}", cpu.stderr);
     }
     let (a, b) = (losses(&cpu.stdout), losses(&gpu.stdout));

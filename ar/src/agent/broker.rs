@@ -41,7 +41,8 @@ enum Frame {
 
 /// Serves requests on `socket` until the process exits, running `ar` (`exe`) in `repo`.
 pub fn serve(socket: &Path, exe: PathBuf, repo: PathBuf) -> Result<()> {
-    let listener = UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     // One experiment at a time: the session allows one writer anyway.
     let turn = Arc::new(Mutex::new(()));
     std::thread::Builder::new().name("ar-broker".into()).spawn(move || {
@@ -109,7 +110,10 @@ fn handle(stream: UnixStream, exe: &Path, repo: &Path) -> Result<()> {
 /// Inside the sandbox: runs `args` through the broker and returns its exit code.
 pub fn forward(socket: &Path, args: &[String]) -> Result<i32> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!("cannot reach the ar sandbox broker at {} (was this started by `ar sandbox`?)", socket.display())
+        format!(
+            "cannot reach the ar sandbox broker at {} (was this started by `ar sandbox`?)",
+            socket.display()
+        )
     })?;
     let mut line = serde_json::to_string(&Request { args: args.to_vec() })?;
     line.push('\n');

@@ -369,7 +369,11 @@ fn editable_snapshot(repo: &Path, spec: &crate::workload::CommandSpec) -> BTreeM
 
 /// Puts the editable files back as `before` had them (a failed attempt's half-edit is not
 /// trusted): changed ones rewritten, new ones removed.
-fn restore_snapshot(repo: &Path, spec: &crate::workload::CommandSpec, before: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+fn restore_snapshot(
+    repo: &Path,
+    spec: &crate::workload::CommandSpec,
+    before: &BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
     let now = editable_snapshot(repo, spec);
     for (path, bytes) in before {
         if now.get(path) != Some(bytes) {
@@ -388,7 +392,8 @@ fn restore_snapshot(repo: &Path, spec: &crate::workload::CommandSpec, before: &B
 
 /// `edit a.py, b.py`: a description when the agent gave none.
 fn describe_files(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<u8>>) -> String {
-    let mut paths: Vec<&String> = after.iter().filter(|(p, b)| before.get(*p) != Some(*b)).map(|(p, _)| p).collect();
+    let mut paths: Vec<&String> =
+        after.iter().filter(|(p, b)| before.get(*p) != Some(*b)).map(|(p, _)| p).collect();
     paths.extend(before.keys().filter(|p| !after.contains_key(*p)));
     prompt::clean_line(&format!("edit {}", paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")))
 }
@@ -406,7 +411,12 @@ impl CommandAgent {
         for attempt in 1..=attempts {
             let input = prompt::build_for_workload(turn, spec, notes.last().map(String::as_str));
             let log = self.log_dir.as_deref();
-            log_transcript(log, turn.number, &format!("attempt {attempt}: prompt to `{}`", self.command), &input);
+            log_transcript(
+                log,
+                turn.number,
+                &format!("attempt {attempt}: prompt to `{}`", self.command),
+                &input,
+            );
             let ran = self.run_once(turn.repo, &input, turn.number)?;
             log_transcript(log, turn.number, &format!("attempt {attempt}: stdout"), &ran.stdout);
             log_transcript(log, turn.number, &format!("attempt {attempt}: stderr"), &ran.stderr);
@@ -436,11 +446,13 @@ impl CommandAgent {
                     // supervisor's guard rejects it and journals the paths.
                     if !outside_changes(turn.repo, &before).is_empty() {
                         let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
-                        let description = description.unwrap_or_else(|| "change outside the editable files".into());
+                        let description =
+                            description.unwrap_or_else(|| "change outside the editable files".into());
                         return Ok(Outcome::Changed { description, hypothesis });
                     }
                     last_unchanged = true;
-                    let mut note = format!("none of the editable files ({patterns}) changed; this turn must edit one");
+                    let mut note =
+                        format!("none of the editable files ({patterns}) changed; this turn must edit one");
                     if !ran.stdout.trim().is_empty() {
                         note.push_str(&format!(" ({})", permission_hint(&self.command)));
                     }
@@ -451,7 +463,12 @@ impl CommandAgent {
                     let description = description.unwrap_or_else(|| describe_files(&original, &after));
                     let outside = outside_changes(turn.repo, &before);
                     if !outside.is_empty() {
-                        log_transcript(log, turn.number, "changed outside the editable files", &outside.join("\n"));
+                        log_transcript(
+                            log,
+                            turn.number,
+                            "changed outside the editable files",
+                            &outside.join("\n"),
+                        );
                     }
                     return Ok(Outcome::Changed { description, hypothesis });
                 }
@@ -464,7 +481,10 @@ impl CommandAgent {
         let mut detail = notes.join("; ");
         let outside = outside_changes(turn.repo, &before);
         if !outside.is_empty() {
-            detail.push_str(&format!("; also changed outside the editable files (not undone): {}", outside.join(", ")));
+            detail.push_str(&format!(
+                "; also changed outside the editable files (not undone): {}",
+                outside.join(", ")
+            ));
         }
         Ok(if last_unchanged { Outcome::NoChange { detail } } else { Outcome::Failed { detail } })
     }

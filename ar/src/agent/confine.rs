@@ -82,7 +82,8 @@ impl AgentConfinement {
         let mut hidden = vec![cache_root.to_path_buf(), repo.join(".autoresearch")];
         hidden.extend(workload.held_out(repo));
         // `train_dir` is the GPT's name for "where the agent edits"; here the first such path.
-        let train_dir = if writable.len() > extra.len() { writable.remove(extra.len()) } else { PathBuf::new() };
+        let train_dir =
+            if writable.len() > extra.len() { writable.remove(extra.len()) } else { PathBuf::new() };
         AgentConfinement { writable, hidden, train_dir }
     }
 
@@ -130,8 +131,12 @@ mod tests {
         let policy = c.policy(Path::new("/scratch"));
         let mut writable = policy.writable.clone();
         writable.sort();
-        let mut expected =
-            vec![repo.join("src/lib"), repo.join("train.py"), PathBuf::from("/scratch"), PathBuf::from("/state")];
+        let mut expected = vec![
+            repo.join("src/lib"),
+            repo.join("train.py"),
+            PathBuf::from("/scratch"),
+            PathBuf::from("/state"),
+        ];
         expected.sort();
         assert_eq!(writable, expected);
         assert!(!policy.writable.contains(&repo.to_path_buf()));

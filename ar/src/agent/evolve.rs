@@ -313,7 +313,12 @@ pub fn decided(events: &[Event]) -> Vec<Run> {
                 // A paired decision scores the candidate as the incumbent's mean plus the
                 // mean paired difference: the seed noise the pairs cancel stays out of the
                 // model, and every candidate is on the scale of the incumbent it was tried on.
-                let paired = decision.evidence.as_ref().and(decision.best_before).zip(decision.delta).map(|(b, d)| b + d);
+                let paired = decision
+                    .evidence
+                    .as_ref()
+                    .and(decision.best_before)
+                    .zip(decision.delta)
+                    .map(|(b, d)| b + d);
                 let score = match decision.status {
                     Status::Keep | Status::Discard => match paired.or(decision.val_bpb) {
                         Some(v) if v.is_finite() => Some(v),
@@ -568,7 +573,13 @@ pub fn propose(
 
 /// Random search over the same space, for comparison (`--agent random`): 1–2 dials of the
 /// incumbent, each set to a value drawn uniformly over its range; nothing is learnt.
-pub fn propose_random(source: &str, history: &[Observation], seed: u64, number: u64, max_seq_len: usize) -> Result<Proposal> {
+pub fn propose_random(
+    source: &str,
+    history: &[Observation],
+    seed: u64,
+    number: u64,
+    max_seq_len: usize,
+) -> Result<Proposal> {
     let consts = hyperparams::parse(source)?;
     let current = config_of(&consts);
     let dims = space(&current);

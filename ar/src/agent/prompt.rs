@@ -67,7 +67,11 @@ pub fn build(turn: &Turn, mode: Mode, retry_note: Option<&str>) -> String {
 
 /// The user prompt of a `cmd:` agent on a declared command workload: the same layout, with
 /// instructions naming the editable patterns, the metric and which way is better.
-pub fn build_for_workload(turn: &Turn, spec: &crate::workload::CommandSpec, retry_note: Option<&str>) -> String {
+pub fn build_for_workload(
+    turn: &Turn,
+    spec: &crate::workload::CommandSpec,
+    retry_note: Option<&str>,
+) -> String {
     let mut p = build(turn, Mode::EditInPlace, retry_note);
     let cut = p.rfind(INSTRUCTIONS_EDIT).unwrap_or(p.len());
     p.truncate(cut);

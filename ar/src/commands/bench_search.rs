@@ -198,8 +198,14 @@ pub fn run(args: SearchBench) -> Result<()> {
         tag: tag.clone(),
     };
     println!();
-    println!("Search benchmark: agent {}, profile {}, budget {}", result.agent, result.profile, result.budget);
-    println!("  experiments decided: {decided} ({} kept), {:.1} per hour", result.kept, result.experiments_per_hour);
+    println!(
+        "Search benchmark: agent {}, profile {}, budget {}",
+        result.agent, result.profile, result.budget
+    );
+    println!(
+        "  experiments decided: {decided} ({} kept), {:.1} per hour",
+        result.kept, result.experiments_per_hour
+    );
     match (result.verified_gain_val, result.verified_interval_val) {
         (Some(g), Some((lo, hi))) => println!(
             "  verified gain (val, {} fresh pairs): {g:+.6} [{lo:+.6}, {hi:+.6}] = {} baseline σ; test {}",

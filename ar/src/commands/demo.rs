@@ -14,8 +14,8 @@ use prepare::profile::DEMO;
 
 use super::loop_cmd::{LoopArgs, run_loop};
 use super::session_args::SessionArgs;
-use crate::git::Git;
 use crate::exec::build::find_repo;
+use crate::git::Git;
 use crate::ui::Bars;
 
 #[derive(Debug, Args)]

@@ -34,8 +34,8 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     let opts = args.session.options("external (ar experiment)")?;
     let mut session = Session::open(&repo, None, Open::Attach, &opts)?;
     crate::interrupt::install(session.stop.clone());
-    let baseline_only =
-        session.state().baseline_values.is_empty() && session.git.changed_since(&session.best_commit())?.is_empty();
+    let baseline_only = session.state().baseline_values.is_empty()
+        && session.git.changed_since(&session.best_commit())?.is_empty();
     if baseline_only {
         session.ensure_baseline()?;
         println!("{}", summary_line(&session));

@@ -131,9 +131,12 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
     agent_opts.max_seq_len = Some(session.profile.max_seq_len);
     agent_opts.log_dir = Some(session.dir.join("agent"));
     if !args.agent_unconfined {
-        let extra: Vec<PathBuf> = args.agent_writable.iter().map(|p| crate::agent::confine::expand_home(p)).collect();
+        let extra: Vec<PathBuf> =
+            args.agent_writable.iter().map(|p| crate::agent::confine::expand_home(p)).collect();
         agent_opts.confine = Some(match &workload {
-            Workload::Gpt => crate::agent::confine::AgentConfinement::for_repo(repo, &session.cache_root, &extra),
+            Workload::Gpt => {
+                crate::agent::confine::AgentConfinement::for_repo(repo, &session.cache_root, &extra)
+            }
             w => crate::agent::confine::AgentConfinement::for_workload(repo, &session.cache_root, &extra, w),
         });
     }
@@ -327,7 +330,8 @@ fn run_pooled(
         "slurm" => Box::new(crate::scheduler::slurm_backend(args.workers, &args.slurm_args, &session.tag)?),
         other => bail!("--backend {other}: use local or slurm"),
     };
-    let started_here = session.state().runs.values().filter(|r| r.kind == crate::journal::RunKind::Candidate).count();
+    let started_here =
+        session.state().runs.values().filter(|r| r.kind == crate::journal::RunKind::Candidate).count();
     let barren = std::cell::Cell::new(0usize);
     let max = args.max_experiments;
     let mut turn = |s: &mut Session| -> Result<Turned> {
@@ -381,7 +385,8 @@ fn run_pooled(
         }
     };
     let mut stop = |s: &Session| -> Option<String> {
-        let started = s.state().runs.values().filter(|r| r.kind == crate::journal::RunKind::Candidate).count();
+        let started =
+            s.state().runs.values().filter(|r| r.kind == crate::journal::RunKind::Candidate).count();
         if max.is_some_and(|m| started - started_here >= m) {
             return Some(format!("--max-experiments {} reached", started - started_here));
         }

@@ -123,7 +123,8 @@ pub fn print_verification(v: &crate::journal::Verification) {
         println!("Believed improvement (decision seeds): {:.6}", b);
     }
     for sp in &v.splits {
-        let sigma = v.sigma_x.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" ({:.1} σ)", sp.gain / s));
+        let sigma =
+            v.sigma_x.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" ({:.1} σ)", sp.gain / s));
         println!(
             "Verified on {} fresh seeds ({}): {:+.6}{sigma}, {:.0} % interval [{:.6}, {:.6}]",
             sp.pairs,

@@ -42,7 +42,10 @@ pub fn run(args: SandboxArgs) -> Result<ExitCode> {
     cmd.args(rest).current_dir(&repo).env(BROKER_ENV, &socket).env("TMPDIR", scratch.path());
     let report = crate::sandbox::apply(&mut cmd, &confine.policy(scratch.path()));
     if !report.filesystem.is_enforced() || !report.filesystem_read.is_enforced() {
-        bail!("this kernel cannot confine the agent ({}); ar sandbox does not run it unconfined", report.gaps().join("; "));
+        bail!(
+            "this kernel cannot confine the agent ({}); ar sandbox does not run it unconfined",
+            report.gaps().join("; ")
+        );
     }
     eprintln!(
         "ar sandbox: {program} may write {} and {} (and {} more), may not read the prepared data or .autoresearch/; \

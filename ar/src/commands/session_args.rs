@@ -7,9 +7,9 @@ use anyhow::{Result, bail};
 use clap::Args;
 use prepare::profile::{DEFAULT_PROFILE, Profile};
 
+use crate::session::Options;
 use crate::session::Rule;
 use crate::stats::{self, Direction};
-use crate::session::Options;
 
 #[derive(Debug, Clone, Args)]
 pub struct SessionArgs {

@@ -239,7 +239,6 @@ mod tests {
     }
 }
 
-
 /// Copies the built binary into a run directory (stripped of debug sections when `strip` is
 /// available: 13 MB instead of 190) and checks that the copy carries `train_sha256`.
 ///

@@ -150,7 +150,8 @@ impl Supervised {
         let out = log.try_clone()?;
         let err = log.try_clone()?;
         let mut cmd = Command::new(&spec.program);
-        let extra: Vec<(&str, &std::ffi::OsStr)> = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())).collect();
+        let extra: Vec<(&str, &std::ffi::OsStr)> =
+            spec.env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())).collect();
         cmd.args(&spec.args)
             .current_dir(&spec.cwd)
             .env_clear()
@@ -333,7 +334,8 @@ fn group_members(pgid: i32) -> Vec<(i32, String)> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
         let comm = stat[open + 1..close].to_string();
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let (Some(state), Some(pgrp)) = (fields.first(), fields.get(2).and_then(|p| p.parse::<i32>().ok())) else {
+        let (Some(state), Some(pgrp)) = (fields.first(), fields.get(2).and_then(|p| p.parse::<i32>().ok()))
+        else {
             continue;
         };
         if pgrp == pgid && *state != "Z" && *state != "X" {

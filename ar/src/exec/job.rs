@@ -25,9 +25,9 @@
 //! can be (profile, budget, the time it says it trained).
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
 #[allow(unused_imports)]
 use std::io::Write as _;
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -201,7 +201,12 @@ impl RunDir {
 
 /// Runs both phases of `spec` in `dir`. Errors are supervisor failures (I/O, a broken
 /// cache); everything the program does wrong is a crash class in the outcome.
-pub fn run(dir: &RunDir, spec: &JobSpec, watch: &mut dyn Watch, stop: &Arc<AtomicBool>) -> Result<JobOutcome> {
+pub fn run(
+    dir: &RunDir,
+    spec: &JobSpec,
+    watch: &mut dyn Watch,
+    stop: &Arc<AtomicBool>,
+) -> Result<JobOutcome> {
     let profile = Profile::by_name(&spec.profile)?;
     let cache = Cache::open_at(&spec.cache_root.join(profile.name), profile)?;
     if cache.manifest_sha256()? != spec.manifest_sha256 {
@@ -330,10 +335,19 @@ pub fn run(dir: &RunDir, spec: &JobSpec, watch: &mut dyn Watch, stop: &Arc<Atomi
         Ok((server, mut first)) => {
             servers.push(server);
             let result = match spec.scoring {
-                Scoring::Full => scorer::score_full(&mut first, &splits, tokenizer.token_bytes(), &settings, &mut rng),
+                Scoring::Full => {
+                    scorer::score_full(&mut first, &splits, tokenizer.token_bytes(), &settings, &mut rng)
+                }
                 Scoring::Audited => {
                     let mut fresh = || start_server_again(dir, spec, &env, &sealed, stop);
-                    scorer::score_audited(&mut first, &mut fresh, &splits, tokenizer.token_bytes(), &settings, &mut rng)
+                    scorer::score_audited(
+                        &mut first,
+                        &mut fresh,
+                        &splits,
+                        tokenizer.token_bytes(),
+                        &settings,
+                        &mut rng,
+                    )
                 }
             };
             first.finish();
@@ -421,10 +435,19 @@ fn classify(ended: &Ended) -> CrashClass {
 
 /// Reads and checks the program's statistics: a file it wrote, so opened without
 /// following links, size-capped, and compared with what `ar` knows.
-fn read_stats(work: &Path, profile: &Profile, spec: &JobSpec) -> std::result::Result<TrainStats, (CrashClass, String)> {
+fn read_stats(
+    work: &Path,
+    profile: &Profile,
+    spec: &JobSpec,
+) -> std::result::Result<TrainStats, (CrashClass, String)> {
     let path = work.join("stats.json");
     let bytes = child::read_untrusted(&path, MAX_STATS_BYTES).map_err(|e| {
-        (CrashClass::NoResult, format!("exited 0 without its training statistics ({e:#}); end training with prepare::finish_training"))
+        (
+            CrashClass::NoResult,
+            format!(
+                "exited 0 without its training statistics ({e:#}); end training with prepare::finish_training"
+            ),
+        )
     })?;
     let stats = TrainStats::parse(&String::from_utf8_lossy(&bytes))
         .map_err(|e| (CrashClass::NoResult, format!("invalid training statistics: {e}")))?;

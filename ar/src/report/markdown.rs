@@ -339,7 +339,14 @@ fn time(o: &mut String, m: &Model) {
         let hours = (end - setup.started).max(1.0) / 3600.0;
         let c = m.counts();
         let decided = c.kept_candidates + c.discarded_candidates;
-        line(o, format!("Experiments decided per hour: {:.1} ({decided} in {}).", decided as f64 / hours, duration(end - setup.started)));
+        line(
+            o,
+            format!(
+                "Experiments decided per hour: {:.1} ({decided} in {}).",
+                decided as f64 / hours,
+                duration(end - setup.started)
+            ),
+        );
         line(o, String::new());
     }
     let mut lanes: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
@@ -382,16 +389,26 @@ fn verification(o: &mut String, m: &Model) {
     let Some(v) = &m.verification else {
         line(
             o,
-            "Not verified yet: `ar report --verify` measures the best and the baseline on fresh seeds.".to_string(),
+            "Not verified yet: `ar report --verify` measures the best and the baseline on fresh seeds."
+                .to_string(),
         );
         line(o, String::new());
         return;
     };
     if let Some(b) = v.believed {
-        line(o, format!("Believed during the session (decision seeds): {} improvement in val_bpb.", signed(-b * m.sign())));
+        line(
+            o,
+            format!(
+                "Believed during the session (decision seeds): {} improvement in val_bpb.",
+                signed(-b * m.sign())
+            ),
+        );
     }
     for sp in &v.splits {
-        let sigma = v.sigma_x.filter(|s| *s > 0.0).map_or(String::new(), |s| format!(" = {:.1} σ of a baseline run", sp.gain / s));
+        let sigma = v
+            .sigma_x
+            .filter(|s| *s > 0.0)
+            .map_or(String::new(), |s| format!(" = {:.1} σ of a baseline run", sp.gain / s));
         line(
             o,
             format!(
@@ -438,7 +455,9 @@ fn noise(o: &mut String, m: &Model) {
         .rows
         .iter()
         .filter(|r| {
-            r.kind == RunKind::Candidate && r.outcome == Outcome::Discard && r.delta.is_some_and(|d| m.sign() * d < 0.0)
+            r.kind == RunKind::Candidate
+                && r.outcome == Outcome::Discard
+                && r.delta.is_some_and(|d| m.sign() * d < 0.0)
         })
         .collect();
     let beyond = |r: &&Row| r.delta.zip(r.margin).is_some_and(|(d, mg)| -m.sign() * d > mg);
@@ -516,7 +535,12 @@ fn paired_noise(o: &mut String, m: &Model) {
     };
     if base.len() >= 2 {
         let vals: Vec<String> = base.iter().map(|v| format!("{v:.6}")).collect();
-        let _ = write!(s, " Baseline runs: {} (σ of single runs {:.6}).", vals.join(", "), sample_std(&base).unwrap_or(0.0));
+        let _ = write!(
+            s,
+            " Baseline runs: {} (σ of single runs {:.6}).",
+            vals.join(", "),
+            sample_std(&base).unwrap_or(0.0)
+        );
     }
     line(o, s);
     line(o, String::new());

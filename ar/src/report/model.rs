@@ -301,7 +301,9 @@ impl Model {
                         agent: agent.clone(),
                         budget_secs: *budget_secs,
                         rule: rule.clone(),
-                        settings: settings.clone().or_else(|| m.setup.as_ref().and_then(|s| s.settings.clone())),
+                        settings: settings
+                            .clone()
+                            .or_else(|| m.setup.as_ref().and_then(|s| s.settings.clone())),
                         started,
                         resumes: resumes + usize::from(*resumed),
                     });
@@ -532,7 +534,11 @@ impl Model {
             .collect();
         let s = self.sign();
         kept.sort_by(|a, b| {
-            a.delta.map(|d| s * d).partial_cmp(&b.delta.map(|d| s * d)).expect("finite delta").then(a.id.cmp(&b.id))
+            a.delta
+                .map(|d| s * d)
+                .partial_cmp(&b.delta.map(|d| s * d))
+                .expect("finite delta")
+                .then(a.id.cmp(&b.id))
         });
         kept
     }

@@ -24,7 +24,6 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-
 use super::model::{BestStep, Model, Outcome, Row, duration, kind_name, plural, short, truncate};
 use crate::journal::{CrashClass, RunKind};
 

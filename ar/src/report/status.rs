@@ -139,7 +139,8 @@ pub fn render(m: &Model, live: Option<&Live>, now: f64, width: usize) -> String 
             duration(t.eval / n)
         ));
     }
-    let in_flight: Vec<_> = m.rows.iter().filter(|r| r.worker.is_some() && r.outcome == Outcome::Running).collect();
+    let in_flight: Vec<_> =
+        m.rows.iter().filter(|r| r.worker.is_some() && r.outcome == Outcome::Running).collect();
     if !in_flight.is_empty() {
         lines.push(String::new());
         lines.push("workers".to_string());

@@ -207,7 +207,8 @@ fn digest_gpt_words(m: &Model) -> String {
     };
     match &m.setup {
         Some(st) => {
-            let budget = st.settings.as_ref().map_or(format!("time:{}s", st.budget_secs), |s| s.budget.clone());
+            let budget =
+                st.settings.as_ref().map_or(format!("time:{}s", st.budget_secs), |s| s.budget.clone());
             let rule = match st.rule.kind.as_str() {
                 "paired" => format!(
                     "paired (each candidate run is compared with the incumbent's run at the same seed; kept only \

@@ -366,8 +366,15 @@ fn read_all_except(ruleset: &OwnedFd, abi: u32, paths: &[PathBuf], listable: boo
             Err(e) => skipped.push(format!("{}: {e}", path.display())),
         }
     }
-    let mut walk =
-        Walk { ruleset, denied: &denied, rules: 0, split: Vec::new(), failed: Vec::new(), proc: None, listable };
+    let mut walk = Walk {
+        ruleset,
+        denied: &denied,
+        rules: 0,
+        split: Vec::new(),
+        failed: Vec::new(),
+        proc: None,
+        listable,
+    };
     walk.visit(Path::new("/"));
     let mut how = format!(
         "landlock ABI {abi}: read and execute everywhere except {} and other processes' /proc \

@@ -143,7 +143,8 @@ impl Backend for Local {
             let (run, dir, mut child) = self.running.remove(&slot).expect("present");
             let status = child.wait()?;
             let outcome = read_outcome(&dir);
-            let why_lost = outcome.is_none().then(|| format!("`ar run-job` ended ({status}) without an outcome"));
+            let why_lost =
+                outcome.is_none().then(|| format!("`ar run-job` ended ({status}) without an outcome"));
             out.push((slot, Landed { run, dir, outcome, why_lost }));
         }
         Ok(out)

@@ -10,6 +10,10 @@ pub mod slurm;
 pub mod slurm_backend;
 
 /// The Slurm backend of a session.
-pub fn slurm_backend(workers: usize, args: &[String], tag: &str) -> anyhow::Result<slurm_backend::SlurmBackend> {
+pub fn slurm_backend(
+    workers: usize,
+    args: &[String],
+    tag: &str,
+) -> anyhow::Result<slurm_backend::SlurmBackend> {
     slurm_backend::SlurmBackend::new(workers, args, tag)
 }

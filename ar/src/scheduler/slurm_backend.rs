@@ -121,7 +121,9 @@ impl Backend for SlurmBackend {
                 Some(s) if s.state == State::Completed => {
                     "the Slurm job completed without writing an outcome".to_string()
                 }
-                Some(s) => format!("the Slurm job ended {:?} (exit {:?}) without an outcome", s.state, s.exit_code),
+                Some(s) => {
+                    format!("the Slurm job ended {:?} (exit {:?}) without an outcome", s.state, s.exit_code)
+                }
                 None => "the Slurm job left the queue without an outcome".to_string(),
             };
             self.running.remove(&slot);

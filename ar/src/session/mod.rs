@@ -27,12 +27,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use prepare::profile::Profile;
 
-pub use state::{Rule, State};
+use crate::exec::job::{JobOutcome, RunDir};
 use crate::git::{Git, TRAIN_FILE};
 use crate::guard::{self, FixedManifest, Verdict};
 use crate::journal::{self, CrashClass, Decision, Event, Journal, RunKind, Status, now};
 use crate::live::LiveFile;
-use crate::exec::job::{JobOutcome, RunDir};
+pub use state::{Rule, State};
 
 /// Branch prefix of every session.
 pub const BRANCH_PREFIX: &str = "autoresearch/";
@@ -148,7 +148,10 @@ impl Outcome {
     /// A few lines for the agent. Program output appears only inside the excerpt's fence.
     pub fn render(&self) -> String {
         let measured = self.status == Status::Keep
-            && self.decision.as_ref().is_some_and(|d| d.evidence.is_none() && d.reason.contains("measurement"));
+            && self
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.evidence.is_none() && d.reason.contains("measurement"));
         let word = if measured { "measured".to_string() } else { status_word(self.status, self.crash) };
         let mut s = format!("experiment {}: {word}", self.id);
         if let Some(d) = &self.decision {
@@ -418,7 +421,9 @@ impl Session {
     /// experiment naming the paths, restores the tree and returns the outcome; else None.
     pub fn reject_out_of_scope(&mut self, description: &str, agent_seconds: f64) -> Result<Option<Outcome>> {
         let best = self.best_commit();
-        let Verdict::Rejected { offending } = guard::check_scope(&self.git, &best, &self.fixed, &self.workload)? else {
+        let Verdict::Rejected { offending } =
+            guard::check_scope(&self.git, &best, &self.fixed, &self.workload)?
+        else {
             return Ok(None);
         };
         let id = self.journal.next_id();

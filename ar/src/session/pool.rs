@@ -120,7 +120,8 @@ impl Session {
             {
                 return Ok(reason.clone());
             }
-            let free = |flights: &BTreeMap<usize, Flight>, n: usize| (0..n).find(|s| !flights.contains_key(s));
+            let free =
+                |flights: &BTreeMap<usize, Flight>, n: usize| (0..n).find(|s| !flights.contains_key(s));
             // 2. The baseline, at every missing seed, in parallel.
             let state = self.state();
             let k = self.rule.baselines_needed();
@@ -130,8 +131,9 @@ impl Session {
                     anyhow::bail!("the baseline crashed repeatedly: the unmodified train file does not run");
                 }
                 let in_flight: Vec<u64> = flights.values().map(|f| f.seed).collect();
-                let missing: Vec<u64> =
-                    (0..k as u64).filter(|j| state.value(&state.best_commit, *j).is_none() && !in_flight.contains(j)).collect();
+                let missing: Vec<u64> = (0..k as u64)
+                    .filter(|j| state.value(&state.best_commit, *j).is_none() && !in_flight.contains(j))
+                    .collect();
                 for seed in missing {
                     if interrupted {
                         break;
@@ -140,7 +142,12 @@ impl Session {
                     let open = state
                         .runs
                         .values()
-                        .find(|r| r.kind == RunKind::Baseline && r.seed == seed && r.decision.is_none() && !r.interrupted)
+                        .find(|r| {
+                            r.kind == RunKind::Baseline
+                                && r.seed == seed
+                                && r.decision.is_none()
+                                && !r.interrupted
+                        })
                         .map(|r| r.id);
                     let id = match open {
                         Some(id) => id,
@@ -160,7 +167,16 @@ impl Session {
                             id
                         }
                     };
-                    self.start(backend, &mut flights, slot, id, &state.best_commit.clone(), seed, Timings::default(), report)?;
+                    self.start(
+                        backend,
+                        &mut flights,
+                        slot,
+                        id,
+                        &state.best_commit.clone(),
+                        seed,
+                        Timings::default(),
+                        report,
+                    )?;
                 }
                 sleep_tick(backend);
                 continue;
@@ -185,7 +201,16 @@ impl Session {
                             Some(run) => run,
                             None => self.start_helper(id, kind, &commit, seed)?,
                         };
-                        self.start(backend, &mut flights, slot, run, &commit, seed, Timings::default(), report)?;
+                        self.start(
+                            backend,
+                            &mut flights,
+                            slot,
+                            run,
+                            &commit,
+                            seed,
+                            Timings::default(),
+                            report,
+                        )?;
                     }
                     Action::Decide(decided) => {
                         let parent = state.runs.get(&id).map(|r| r.parent.clone()).unwrap_or_default();
@@ -256,7 +281,9 @@ impl Session {
             None => {
                 let lost = super::RunOutcome {
                     crash: Some(CrashClass::Lost),
-                    reason: Some(landed.why_lost.unwrap_or_else(|| "the job ended without an outcome".into())),
+                    reason: Some(
+                        landed.why_lost.unwrap_or_else(|| "the job ended without an outcome".into()),
+                    ),
                     run: Some(landed.dir.name()),
                     ..super::RunOutcome::default()
                 };
@@ -268,7 +295,12 @@ impl Session {
 
     /// After a run is journaled: baseline and helper runs get their decision now (a lost
     /// one is replaced by a new run of the same measurement, once).
-    fn after_finished(&mut self, run: u64, outcome: &super::RunOutcome, report: &mut dyn FnMut(&Outcome)) -> Result<()> {
+    fn after_finished(
+        &mut self,
+        run: u64,
+        outcome: &super::RunOutcome,
+        report: &mut dyn FnMut(&Outcome),
+    ) -> Result<()> {
         let state = self.state();
         let Some(r) = state.runs.get(&run).cloned() else { return Ok(()) };
         if r.kind == RunKind::Candidate {
@@ -342,4 +374,3 @@ impl super::step::Decided {
         matches!(self, super::step::Decided::Rule(crate::stats::Verdict::Keep(_), _))
     }
 }
-

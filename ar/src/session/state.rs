@@ -54,7 +54,13 @@ impl Rule {
         Rule {
             paired: stats::Rule {
                 alpha: if c.alpha > 0.0 { c.alpha } else { defaults.alpha },
-                max_pairs: if strict { 1 } else if c.max_pairs > 0 { c.max_pairs } else { defaults.max_pairs },
+                max_pairs: if strict {
+                    1
+                } else if c.max_pairs > 0 {
+                    c.max_pairs
+                } else {
+                    defaults.max_pairs
+                },
                 min_effect: c.min_effect.max(0.0),
                 strict,
                 direction: Direction::Minimize,
@@ -282,14 +288,15 @@ impl State {
 
     /// Candidates started and not decided, oldest first.
     pub fn open_candidates(&self) -> Vec<u64> {
-        self.runs.values().filter(|r| r.kind == RunKind::Candidate && r.decision.is_none()).map(|r| r.id).collect()
+        self.runs
+            .values()
+            .filter(|r| r.kind == RunKind::Candidate && r.decision.is_none())
+            .map(|r| r.id)
+            .collect()
     }
 }
 
 /// Position of candidate `id`'s decision in the journal (usize::MAX when undecided).
 fn decision_order(events: &[Event], id: u64) -> usize {
-    events
-        .iter()
-        .position(|e| matches!(e, Event::Decided { id: d, .. } if *d == id))
-        .unwrap_or(usize::MAX)
+    events.iter().position(|e| matches!(e, Event::Decided { id: d, .. } if *d == id)).unwrap_or(usize::MAX)
 }

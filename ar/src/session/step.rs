@@ -26,7 +26,8 @@ use crate::failpoint;
 use crate::git::TRAIN_FILE;
 use crate::guard::{self, Verdict as Scope};
 use crate::journal::{
-    self, CrashClass, Decision, EvidenceRecord, Event, RunKind, Status, Timings, VerifiedSplit, Verification, now,
+    self, CrashClass, Decision, Event, EvidenceRecord, RunKind, Status, Timings, Verification, VerifiedSplit,
+    now,
 };
 use crate::stats::{self, Verdict};
 
@@ -97,7 +98,8 @@ impl Session {
             }
             // A baseline run left open by a kill is measured again under its id; one that
             // ended interrupted is closed and replaced.
-            let open = state.runs.values().find(|r| r.kind == RunKind::Baseline && r.decision.is_none()).cloned();
+            let open =
+                state.runs.values().find(|r| r.kind == RunKind::Baseline && r.decision.is_none()).cloned();
             let mut seed = state.baseline_values.len() as u64;
             let id = match open {
                 Some(r) if r.result == Result_::Open && !r.interrupted => {
@@ -165,7 +167,12 @@ impl Session {
 
     /// One agent change: guard, commit, then pairs until decided. The train file edit must
     /// be in the working tree.
-    pub fn candidate(&mut self, description: &str, hypothesis: Option<&str>, agent_seconds: f64) -> Result<Outcome> {
+    pub fn candidate(
+        &mut self,
+        description: &str,
+        hypothesis: Option<&str>,
+        agent_seconds: f64,
+    ) -> Result<Outcome> {
         self.ensure_baseline_allowing_edit()?;
         let best = self.best_commit();
         match guard::check_scope(&self.git, &best, &self.fixed, &self.workload)? {
@@ -295,7 +302,11 @@ impl Session {
         match guard::check_scope(&self.git, &best, &self.fixed, &self.workload)? {
             Scope::Rejected { .. } => return Ok(Err(self.reject_out_of_scope(description, agent_seconds)?)),
             Scope::Allowed { train_changed: false } => {
-                self.agent_turn_without_change("no-change", &format!("{TRAIN_FILE} is unchanged"), agent_seconds)?;
+                self.agent_turn_without_change(
+                    "no-change",
+                    &format!("{TRAIN_FILE} is unchanged"),
+                    agent_seconds,
+                )?;
                 return Ok(Err(None));
             }
             Scope::Allowed { train_changed: true } => {}
@@ -304,12 +315,18 @@ impl Session {
         let diff_sha256 = prepare::manifest::sha256_hex(diff.as_bytes());
         // The same change against the same incumbent is never measured twice.
         if let Some(twin) = self.journal.events().iter().find_map(|e| match e {
-            Event::Started { id, kind: RunKind::Candidate, parent, diff_sha256: d, .. } if *d == diff_sha256 && *parent == best => {
+            Event::Started { id, kind: RunKind::Candidate, parent, diff_sha256: d, .. }
+                if *d == diff_sha256 && *parent == best =>
+            {
                 Some(*id)
             }
             _ => None,
         }) {
-            self.agent_turn_without_change("duplicate", &format!("the same change as experiment {twin}"), agent_seconds)?;
+            self.agent_turn_without_change(
+                "duplicate",
+                &format!("the same change as experiment {twin}"),
+                agent_seconds,
+            )?;
             println!("agent turn: the same change as experiment {twin}; not measured again");
             return Ok(Err(None));
         }
@@ -351,15 +368,19 @@ impl Session {
             let new = self.journal.next_id();
             let description = format!("{} (re-based)", r.description);
             match self.commit_candidate(&description, None, 0.0)? {
-                Ok(new_id) => format!("superseded: the incumbent changed while it was measured; re-based as experiment {new_id}"),
+                Ok(new_id) => format!(
+                    "superseded: the incumbent changed while it was measured; re-based as experiment {new_id}"
+                ),
                 Err(_) => {
                     let _ = new;
-                    "superseded: the incumbent changed while it was measured, and the change is already there".to_string()
+                    "superseded: the incumbent changed while it was measured, and the change is already there"
+                        .to_string()
                 }
             }
         } else {
             self.git.reset_hard(best)?;
-            "superseded: the incumbent changed while it was measured and the change does not apply to it".to_string()
+            "superseded: the incumbent changed while it was measured and the change does not apply to it"
+                .to_string()
         };
         let decision = Decision {
             status: Status::Discard,
@@ -385,7 +406,10 @@ impl Session {
         let parent = cand.parent.clone();
         // Helper runs that ended interrupted are closed first.
         let helpers: Vec<&Run> = state.runs.values().filter(|r| r.rerun_of == Some(id)).collect();
-        if let Some(r) = helpers.iter().find(|r| r.decision.is_none() && r.result == Result_::Open && r.finished_interrupted()) {
+        if let Some(r) = helpers
+            .iter()
+            .find(|r| r.decision.is_none() && r.result == Result_::Open && r.finished_interrupted())
+        {
             return Action::Close(r.id);
         }
         let pool = state.pool_before(self.journal.events(), id);
@@ -400,7 +424,9 @@ impl Session {
                     .chain(helpers.iter().copied().filter(|r| r.kind == RunKind::Confirm && r.seed == j))
                     .collect();
                 let kind = if j == 0 { RunKind::Candidate } else { RunKind::Confirm };
-                if let Some(open) = runs.iter().find(|r| r.result == Result_::Open && !r.finished_interrupted()) {
+                if let Some(open) =
+                    runs.iter().find(|r| r.result == Result_::Open && !r.finished_interrupted())
+                {
                     return Action::Measure { id: Some(open.id), kind, commit, seed: j };
                 }
                 let crashes: Vec<CrashClass> = runs
@@ -413,7 +439,8 @@ impl Session {
                 // A job lost by its scheduler (cancelled, a node failure) is measured again once.
                 let requeue = crashes == [CrashClass::Lost];
                 if !crashes.is_empty() && !requeue {
-                    let class = crashes.iter().copied().find(|c| *c != CrashClass::Lost).unwrap_or(CrashClass::Lost);
+                    let class =
+                        crashes.iter().copied().find(|c| *c != CrashClass::Lost).unwrap_or(CrashClass::Lost);
                     let reason = self.crash_reason(&runs);
                     return Action::Decide(Decided::Crash { class, seed: j, reason });
                 }
@@ -424,11 +451,20 @@ impl Session {
             }
             // The incumbent at j.
             let Some(base) = state.value(&parent, j) else {
-                let runs: Vec<&&Run> = helpers.iter().filter(|r| r.kind == RunKind::Remeasure && r.seed == j).collect();
-                if let Some(open) = runs.iter().find(|r| r.result == Result_::Open && !r.finished_interrupted()) {
-                    return Action::Measure { id: Some(open.id), kind: RunKind::Remeasure, commit: parent, seed: j };
+                let runs: Vec<&&Run> =
+                    helpers.iter().filter(|r| r.kind == RunKind::Remeasure && r.seed == j).collect();
+                if let Some(open) =
+                    runs.iter().find(|r| r.result == Result_::Open && !r.finished_interrupted())
+                {
+                    return Action::Measure {
+                        id: Some(open.id),
+                        kind: RunKind::Remeasure,
+                        commit: parent,
+                        seed: j,
+                    };
                 }
-                if runs.iter().filter(|r| matches!(r.result, Result_::Crash(_))).count() >= INCUMBENT_ATTEMPTS {
+                if runs.iter().filter(|r| matches!(r.result, Result_::Crash(_))).count() >= INCUMBENT_ATTEMPTS
+                {
                     return Action::Decide(Decided::NoIncumbent { seed: j });
                 }
                 return Action::Measure { id: None, kind: RunKind::Remeasure, commit: parent, seed: j };
@@ -442,7 +478,11 @@ impl Session {
         }
         // max_pairs reached without a verdict cannot happen (the rule decides at L), but
         // decide on what there is rather than loop.
-        let verdict = stats::decide(&stats::Rule { max_pairs: diffs.len().max(1), ..self.rule.paired.clone() }, &diffs, &pool);
+        let verdict = stats::decide(
+            &stats::Rule { max_pairs: diffs.len().max(1), ..self.rule.paired.clone() },
+            &diffs,
+            &pool,
+        );
         Action::Decide(Decided::Rule(verdict, seeds))
     }
 
@@ -460,10 +500,19 @@ impl Session {
     }
 
     /// Journals the decision of a helper run (a baseline, a pair, the incumbent at a seed).
-    pub(crate) fn decide_measurement(&mut self, id: u64, outcome: &RunOutcome, what: &str) -> Result<Outcome> {
+    pub(crate) fn decide_measurement(
+        &mut self,
+        id: u64,
+        outcome: &RunOutcome,
+        what: &str,
+    ) -> Result<Outcome> {
         let state = self.state();
         let (status, reason, val) = match (&outcome.crash, &outcome.record) {
-            (Some(c), _) => (crash_status(*c), format!("{}: {}", c.name(), outcome.reason.clone().unwrap_or_default()), None),
+            (Some(c), _) => (
+                crash_status(*c),
+                format!("{}: {}", c.name(), outcome.reason.clone().unwrap_or_default()),
+                None,
+            ),
             (None, Some(r)) => (Status::Keep, what.to_string(), Some(r.val_bpb)),
             (None, None) => (Status::Crash, "no result".to_string(), None),
         };
@@ -505,7 +554,12 @@ impl Session {
     }
 
     /// Writes candidate `id`'s decision, moves the branch, rewrites results.tsv.
-    pub(crate) fn decide_candidate(&mut self, id: u64, decided: Decided, last: Option<RunOutcome>) -> Result<Outcome> {
+    pub(crate) fn decide_candidate(
+        &mut self,
+        id: u64,
+        decided: Decided,
+        last: Option<RunOutcome>,
+    ) -> Result<Outcome> {
         self.live.phase(id, "decide", &self.description_of(id));
         let state = self.state();
         let cand = state.runs.get(&id).cloned().expect("the candidate was started");
@@ -527,27 +581,39 @@ impl Session {
                     seeds: seeds.clone(),
                 };
                 let (status, why) = match verdict {
-                    Verdict::Keep(_) if self.rule.strict() => (Status::Keep, "better (strict rule: any improvement)".to_string()),
+                    Verdict::Keep(_) if self.rule.strict() => {
+                        (Status::Keep, "better (strict rule: any improvement)".to_string())
+                    }
                     Verdict::Keep(_) => (
                         Status::Keep,
-                        format!("kept: at least {} confident (α = {})", percent(self.rule.paired.needed(n)), self.rule.paired.alpha),
+                        format!(
+                            "kept: at least {} confident (α = {})",
+                            percent(self.rule.paired.needed(n)),
+                            self.rule.paired.alpha
+                        ),
                     ),
                     Verdict::Discard(_, why) => (Status::Discard, format!("discarded: {why}")),
                     Verdict::Continue(_) => (Status::Discard, "discarded: no verdict".to_string()),
                 };
                 (status, format!("{} — {why}", ev.line()), Some(record), Some(ev.delta))
             }
-            Decided::Crash { class, seed, reason } if *seed == 0 => (crash_status(*class), reason.clone(), None, None),
+            Decided::Crash { class, seed, reason } if *seed == 0 => {
+                (crash_status(*class), reason.clone(), None, None)
+            }
             Decided::Crash { class, seed, reason } => (
                 Status::Discard,
                 format!("discarded: crashed on its pair at seed {seed} ({}): {reason}", class.name()),
                 None,
                 None,
             ),
-            Decided::Interrupted => (Status::Interrupted, "interrupted before its first result".to_string(), None, None),
+            Decided::Interrupted => {
+                (Status::Interrupted, "interrupted before its first result".to_string(), None, None)
+            }
             Decided::NoIncumbent { seed } => (
                 Status::Discard,
-                format!("discarded: the incumbent could not be measured at seed {seed} ({INCUMBENT_ATTEMPTS} attempts)"),
+                format!(
+                    "discarded: the incumbent could not be measured at seed {seed} ({INCUMBENT_ATTEMPTS} attempts)"
+                ),
                 None,
                 None,
             ),
@@ -664,7 +730,11 @@ impl Session {
         let best = self.best_commit();
         let head = self.git.head()?;
         let on_own_commit = head != best
-            && self.journal.events().iter().any(|e| matches!(e, Event::Committed { commit, .. } if *commit == head));
+            && self
+                .journal
+                .events()
+                .iter()
+                .any(|e| matches!(e, Event::Committed { commit, .. } if *commit == head));
         let set_aside = self.dir.join(SET_ASIDE);
         let set_aside_edit = std::fs::read_to_string(&set_aside).ok();
         if recovered || on_own_commit || set_aside_edit.is_some() {
@@ -672,7 +742,8 @@ impl Session {
                 self.git.reset_hard(&best)?;
             }
             if let Some(edit) = pending_edit.or(set_aside_edit) {
-                std::fs::write(self.repo.join(TRAIN_FILE), edit).context("cannot restore the pending train file edit")?;
+                std::fs::write(self.repo.join(TRAIN_FILE), edit)
+                    .context("cannot restore the pending train file edit")?;
             }
         }
         let _ = std::fs::remove_file(&set_aside);
@@ -700,7 +771,13 @@ impl Session {
 
     /// Measures `better` against `reference` at `pairs` fresh seed indexes, val and test
     /// (the runs are journaled as `verify`); the gain is reference − better.
-    pub fn verify_pair(&mut self, better: &str, reference: &str, pairs: usize, level: f64) -> Result<Verification> {
+    pub fn verify_pair(
+        &mut self,
+        better: &str,
+        reference: &str,
+        pairs: usize,
+        level: f64,
+    ) -> Result<Verification> {
         let state = self.state();
         let (best, base) = (better.to_string(), reference.to_string());
         // Gains are improvement-positive whichever way the metric improves.
@@ -734,7 +811,10 @@ impl Session {
                 self.decide_measurement(id, &outcome, "verification measurement")?;
                 match &outcome.record {
                     Some(r) if outcome.crash.is_none() => pair[slot] = (r.val_bpb, r.test_bpb),
-                    _ => bail!("verification run {id} crashed ({}); the verification is incomplete", outcome.reason.unwrap_or_default()),
+                    _ => bail!(
+                        "verification run {id} crashed ({}); the verification is incomplete",
+                        outcome.reason.unwrap_or_default()
+                    ),
                 }
             }
             values.push(pair);
@@ -755,7 +835,15 @@ impl Session {
                 splits.push(VerifiedSplit { split: name.into(), pairs: gains.len(), gain: mean, low, high });
             }
         }
-        Ok(Verification { best_commit: best, base_commit: base, seeds, believed, splits, level, sigma_x: self.state().sigma_x() })
+        Ok(Verification {
+            best_commit: best,
+            base_commit: base,
+            seeds,
+            believed,
+            splits,
+            level,
+            sigma_x: self.state().sigma_x(),
+        })
     }
 
     // -----------------------------------------------------------------------------------
@@ -767,7 +855,11 @@ impl Session {
 
     /// The stamped, stripped binary of `commit`, built once per session (the tree is moved
     /// to `commit` to build it).
-    fn binary_for(&mut self, commit: &str, expected: &str) -> Result<std::result::Result<(PathBuf, f64), cargo_build::BuildFailure>> {
+    fn binary_for(
+        &mut self,
+        commit: &str,
+        expected: &str,
+    ) -> Result<std::result::Result<(PathBuf, f64), cargo_build::BuildFailure>> {
         let cached = self.bin_dir().join(commit);
         if cached.is_file() && cargo_build::embeds_train_sha(&cached, expected)? {
             return Ok(Ok((cached, 0.0)));
@@ -838,7 +930,13 @@ impl Session {
     /// Everything before a run can start: the lint, the build (cached per commit), a fresh
     /// run directory with its spec. A run that fails here (a build error) is journaled as
     /// finished at once.
-    pub(crate) fn stage_run(&mut self, id: u64, commit: &str, seed: u64, mut timings: Timings) -> Result<Staged> {
+    pub(crate) fn stage_run(
+        &mut self,
+        id: u64,
+        commit: &str,
+        seed: u64,
+        mut timings: Timings,
+    ) -> Result<Staged> {
         let description = self.description_of(id);
         self.live.phase(id, "build", &description);
         let source = self.git.show(commit, TRAIN_FILE)?;
@@ -887,7 +985,14 @@ impl Session {
     }
 
     /// The job of one measurement.
-    fn job_spec(&self, id: u64, dir: &RunDir, binary: PathBuf, train_sha256: String, seed_offset: u64) -> JobSpec {
+    fn job_spec(
+        &self,
+        id: u64,
+        dir: &RunDir,
+        binary: PathBuf,
+        train_sha256: String,
+        seed_offset: u64,
+    ) -> JobSpec {
         // Under a time budget ar times training itself: budget + the profile's start-up
         // allowance, unless the session's hard timeout is shorter.
         let timeout = self.timeout.as_secs_f64();
@@ -910,7 +1015,9 @@ impl Session {
             seed_offset,
             scoring: self.scoring,
             tolerance: if self.features.is_empty() { 1e-3 } else { 3e-2 },
-            audit_rows: if self.scoring == prepare::profile::Scoring::Audited && self.profile.eval_rows() < 256 {
+            audit_rows: if self.scoring == prepare::profile::Scoring::Audited
+                && self.profile.eval_rows() < 256
+            {
                 8
             } else {
                 256
@@ -955,7 +1062,12 @@ impl Session {
     }
 
     /// Journals `finished` for a run.
-    pub(crate) fn record_finished(&mut self, id: u64, outcome: RunOutcome, mut timings: Timings) -> Result<RunOutcome> {
+    pub(crate) fn record_finished(
+        &mut self,
+        id: u64,
+        outcome: RunOutcome,
+        mut timings: Timings,
+    ) -> Result<RunOutcome> {
         timings.train = outcome.seconds - outcome.score_seconds;
         timings.score = outcome.score_seconds;
         timings.total = timings.agent + timings.build + timings.train + timings.score;

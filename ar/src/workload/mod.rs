@@ -158,7 +158,8 @@ pub fn load(repo: &Path) -> Result<Workload> {
 /// The repository a session runs in, from `start` upwards: the nearest directory holding
 /// an `autoresearch.toml` or this repository's train crate.
 pub fn find_repo(start: &Path) -> Result<PathBuf> {
-    let start = std::fs::canonicalize(start).with_context(|| format!("cannot resolve {}", start.display()))?;
+    let start =
+        std::fs::canonicalize(start).with_context(|| format!("cannot resolve {}", start.display()))?;
     for dir in start.ancestors() {
         if dir.join(FILE).is_file() || (dir.join("Cargo.toml").is_file() && dir.join(TRAIN_FILE).is_file()) {
             return Ok(dir.to_path_buf());
@@ -220,9 +221,10 @@ impl Workload {
     /// Whether `path` is the file a `source = "json"` metric is read from.
     pub fn is_metric_file(&self, path: &str) -> bool {
         match self {
-            Workload::Command(CommandSpec { metric: MetricSpec { source: MetricSource::Json { file, .. }, .. }, .. }) => {
-                file.trim_start_matches("./") == path
-            }
+            Workload::Command(CommandSpec {
+                metric: MetricSpec { source: MetricSource::Json { file, .. }, .. },
+                ..
+            }) => file.trim_start_matches("./") == path,
             _ => false,
         }
     }

@@ -29,10 +29,10 @@ pub(crate) mod norm;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::{DType, Shape};
-use cubecl::prelude::*;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
 
 /// Masked scores and running maxima start here instead of −∞ (see the module header).
 pub(crate) const NEG_BIG: f32 = -1.0e30;

@@ -26,7 +26,9 @@ const MC: usize = 8 * MR;
 
 /// Whether this CPU runs the bf16 kernels (AVX512-BF16 and the AVX-512 it builds on).
 pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+    is_x86_feature_detected!("avx512bf16")
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
 }
 
 /// An f32 matrix as a pointer and strides (in elements); element (i, j) is at `ptr + i·rs + j·cs`.
@@ -300,7 +302,13 @@ unsafe fn micro_kernel(
             bp = bp.add(NR);
         }
         let m0: __mmask16 = if cols >= 16 { 0xFFFF } else { (1u32 << cols) as u16 - 1 };
-        let m1: __mmask16 = if cols >= 32 { 0xFFFF } else if cols > 16 { (1u32 << (cols - 16)) as u16 - 1 } else { 0 };
+        let m1: __mmask16 = if cols >= 32 {
+            0xFFFF
+        } else if cols > 16 {
+            (1u32 << (cols - 16)) as u16 - 1
+        } else {
+            0
+        };
         for (r, acc) in acc.iter().enumerate().take(rows) {
             let row = c.add(r * ldc);
             let (mut v0, mut v1) = (acc[0], acc[1]);
@@ -401,7 +409,15 @@ mod tests {
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
         // Sizes around the tile edges (MR 12, NR 32, KC 512, NC 1024) and odd k.
-        for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (12, 32, 64), (100, 70, 513), (25, 1030, 40), (97, 64, 1100), (200, 50, 1025)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (13, 33, 7),
+            (12, 32, 64),
+            (100, 70, 513),
+            (25, 1030, 40),
+            (97, 64, 1100),
+            (200, 50, 1025),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let want: Vec<f64> = (0..m * n)

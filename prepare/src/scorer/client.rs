@@ -53,14 +53,18 @@ impl Client {
         let mut reader = BufReader::with_capacity(1 << 20, answers);
         let mut hello = [0u8; 16];
         reader.read_exact(&mut hello).map_err(|e| {
-            ScoreError::Protocol(format!("the scoring process sent no hello ({e}); did the train file call serve?"))
+            ScoreError::Protocol(format!(
+                "the scoring process sent no hello ({e}); did the train file call serve?"
+            ))
         })?;
         if &hello[..8] != HELLO_MAGIC {
             return Err(ScoreError::Protocol("the scoring process did not answer with ARSERVE1".into()));
         }
         let version = u32::from_le_bytes(hello[8..12].try_into().unwrap());
         if version != PROTOCOL_VERSION {
-            return Err(ScoreError::Protocol(format!("protocol version {version}, expected {PROTOCOL_VERSION}")));
+            return Err(ScoreError::Protocol(format!(
+                "protocol version {version}, expected {PROTOCOL_VERSION}"
+            )));
         }
         let max_rows = u32::from_le_bytes(hello[12..16].try_into().unwrap()).max(1) as usize;
         let (tx, rx) = channel::<Vec<u8>>();

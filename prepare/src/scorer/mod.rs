@@ -169,7 +169,8 @@ impl Rng {
     /// Seeded from the operating system, so nothing the train program can see predicts it.
     pub fn from_os() -> Rng {
         let mut b = [0u8; 8];
-        let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+        let ok =
+            std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
         let fallback = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -303,7 +304,14 @@ fn plain_probe(rows: &Rows, row: usize, kind: ProbeKind) -> ProbeRow {
 /// The queries for one split: the rows in batches of `batch`, a probe batch at a random
 /// point (two causal rows among rows already scored, in new company), one row alone right
 /// after it, and the first batch again at the end.
-fn plan(rows: &Rows, batch: usize, rng: &mut Rng, vocab: usize, causal: usize, logprob_mode: bool) -> Vec<Job> {
+fn plan(
+    rows: &Rows,
+    batch: usize,
+    rng: &mut Rng,
+    vocab: usize,
+    causal: usize,
+    logprob_mode: bool,
+) -> Vec<Job> {
     let nb = rows.n.div_ceil(batch);
     let mut jobs: Vec<Job> =
         (0..nb).map(|b| Job::Score { start: b * batch, count: batch.min(rows.n - b * batch) }).collect();
@@ -408,7 +416,9 @@ fn run_jobs(
                     scored(r, values, width)?;
                     if keep.contains(&r) {
                         let reference = match ask {
-                            Ask::Logits => Reference::Logits(fingerprints(values, width, rows.target(r), witnesses)?),
+                            Ask::Logits => {
+                                Reference::Logits(fingerprints(values, width, rows.target(r), witnesses)?)
+                            }
                             _ => Reference::LogProbs(values.to_vec()),
                         };
                         refs.insert(r, reference);
@@ -433,7 +443,9 @@ fn run_jobs(
                             .collect(),
                     };
                     if diffs.iter().any(|d| !d.is_finite()) {
-                        return Err(ScoreError::Model("the model returned non-finite values for a repeated row".into()));
+                        return Err(ScoreError::Model(
+                            "the model returned non-finite values for a repeated row".into(),
+                        ));
                     }
                     let worst = diffs.iter().copied().fold(0.0f32, f32::max);
                     let entry = maxima.entry(p.kind).or_insert((0, 0.0));
@@ -481,7 +493,11 @@ fn leak_sentence(failures: &[Failure], split: Split) -> Option<String> {
             worst.row,
             worst.diff,
             worst.position,
-            if worst.kind == ProbeKind::Alone { "alone".to_string() } else { format!("in another batch of {}", worst.batch) }
+            if worst.kind == ProbeKind::Alone {
+                "alone".to_string()
+            } else {
+                format!("in another batch of {}", worst.batch)
+            }
         ),
         ProbeKind::Causal => {
             let ahead = worst.from - worst.position;
@@ -510,7 +526,8 @@ fn random_witnesses(rng: &mut Rng, vocab: usize) -> [u32; WITNESSES] {
 
 /// Rows per query: the server's cap, and no more than `max_answer_bytes` of logits.
 fn batch_rows(client: &Client, seq: usize, vocab: usize, settings: &Settings, logits: bool) -> usize {
-    let by_bytes = if logits { (settings.max_answer_bytes / (seq * vocab.max(1) * 4)).max(1) } else { usize::MAX };
+    let by_bytes =
+        if logits { (settings.max_answer_bytes / (seq * vocab.max(1) * 4)).max(1) } else { usize::MAX };
     client.max_rows.min(by_bytes).max(1)
 }
 
@@ -591,12 +608,15 @@ pub fn score_audited(
         let mut lps = vec![0f32; rows.n * rows.seq];
         let mut keep = |r: usize, values: &[f32], _: usize| -> std::result::Result<(), ScoreError> {
             if let Some(v) = values.iter().find(|v| !v.is_finite() || **v > 0.0) {
-                return Err(ScoreError::Model(format!("a reported log-probability is {v}, which no distribution gives")));
+                return Err(ScoreError::Model(format!(
+                    "a reported log-probability is {v}, which no distribution gives"
+                )));
             }
             lps[r * rows.seq..(r + 1) * rows.seq].copy_from_slice(values);
             Ok(())
         };
-        let failures = run_jobs(first, rows, &jobs, Ask::LogProbs, &none, settings, &mut out.probes, &mut keep)?;
+        let failures =
+            run_jobs(first, rows, &jobs, Ask::LogProbs, &none, settings, &mut out.probes, &mut keep)?;
         if let Some(sentence) = leak_sentence(&failures, rows.split) {
             return Err(ScoreError::Leak(sentence));
         }

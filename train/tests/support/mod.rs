@@ -14,11 +14,11 @@ use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 
 use prepare::data::{DataOptions, SourceSpec};
-use prepare::scorer::{self, Client, Rng, Rows, Scored, Settings};
-use prepare::{Cache, Split, Tokenizer, TrainStats};
 use prepare::pipeline::{PrepareOptions, prepare};
 use prepare::profile::SMOKE;
 use prepare::progress::Quiet;
+use prepare::scorer::{self, Client, Rng, Rows, Scored, Settings};
+use prepare::{Cache, Split, Tokenizer, TrainStats};
 
 /// A smoke cache prepared once for this test binary.
 pub fn cache() -> &'static Path {
@@ -124,8 +124,14 @@ pub fn serve_and_score(checkpoint: &Path, device: &str) -> Scored {
     let (client, mut child) = serve(checkpoint, device);
     let mut client = client;
     let settings = Settings { vocab: tokenizer.vocab_size(), ..Settings::default() };
-    let scored = scorer::score_full(&mut client, &[&val, &test], tokenizer.token_bytes(), &settings, &mut Rng::new(11))
-        .expect("the model is scored");
+    let scored = scorer::score_full(
+        &mut client,
+        &[&val, &test],
+        tokenizer.token_bytes(),
+        &settings,
+        &mut Rng::new(11),
+    )
+    .expect("the model is scored");
     client.finish();
     assert!(child.wait().unwrap().success(), "the serving process exits cleanly");
     scored
@@ -145,7 +151,10 @@ pub fn serve(checkpoint: &Path, device: &str) -> (Client, std::process::Child) {
     let fds: Vec<OwnedFd> = vec![query_r.into(), answer_w.into(), ckpt.into()];
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let mut cmd = Command::new(binary());
-    cmd.env("AR_SERVE", "3,4,5").env("AR_DEVICE", device).env("AUTORESEARCH_CACHE", cache()).env("AR_PROFILE", "smoke");
+    cmd.env("AR_SERVE", "3,4,5")
+        .env("AR_DEVICE", device)
+        .env("AUTORESEARCH_CACHE", cache())
+        .env("AR_PROFILE", "smoke");
     // SAFETY: only dup2 between fork and exec; the sources are open in the child.
     unsafe {
         cmd.pre_exec(move || {
