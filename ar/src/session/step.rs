@@ -311,8 +311,7 @@ impl Session {
             }
             Scope::Allowed { train_changed: true } => {}
         }
-        let diff = self.git.diff_train_file(&best)?;
-        let diff_sha256 = prepare::manifest::sha256_hex(diff.as_bytes());
+        let diff_sha256 = self.candidate_diff_sha256(&best)?;
         // The same change against the same incumbent is never measured twice.
         if let Some(twin) = self.journal.events().iter().find_map(|e| match e {
             Event::Started { id, kind: RunKind::Candidate, parent, diff_sha256: d, .. }
