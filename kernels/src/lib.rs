@@ -172,6 +172,20 @@ pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f3
     )
 }
 
+/// The logit softcap, z = cap · tanh(logits / cap), for evaluation: on the CPU one in-place,
+/// multi-threaded pass with the tanh the training loss uses; elsewhere (a GPU, autodiff) the
+/// composed version. Training should call [`softcap_cross_entropy`], which caps inside.
+///
+/// Shapes: logits [...] → [...].
+pub fn softcap<const D: usize>(logits: Tensor<D>, cap: f32) -> Tensor<D> {
+    match route(&logits) {
+        Route::Plain(Kind::Flex) => {
+            wrap::<Flex, D>(flex::softcap::softcap_forward(primitive::<Flex, D>(logits), cap))
+        }
+        _ => reference::softcap(logits, cap),
+    }
+}
+
 /// x · wᵀ with bf16 operands and f32 sums: the matmul of bf16 mixed precision, with f32 inputs
 /// (activations, master weights) and an f32 output.
 ///
@@ -289,6 +303,12 @@ pub struct KernelCalls {
     pub cube_rope_rms_norm_backward: usize,
     pub cube_relu_square_forward: usize,
     pub cube_relu_square_backward: usize,
+}
+
+/// Σ e^(x − shift) over `xs`: the vectorised `exp` of the CPU kernels (about 1 ulp per term)
+/// with an f64 total. Pass the maximum as `shift` for a log-sum-exp; `prepare`'s scorer does.
+pub fn exp_sum(xs: &[f32], shift: f32) -> f64 {
+    flex::math::exp_sum(xs, shift)
 }
 
 /// Which instruction set the CPU kernels use: "avx512", "avx2" or "baseline" (the best the CPU

@@ -68,9 +68,14 @@ pub fn window_mask(t: usize, window: usize, device: &burn::tensor::Device) -> Te
     Tensor::from_data(TensorData::new(masked, [t, t]), device)
 }
 
+/// cap · tanh(logits / cap).
+pub fn softcap<const D: usize>(logits: Tensor<D>, cap: f32) -> Tensor<D> {
+    logits.div_scalar(cap).tanh().mul_scalar(cap)
+}
+
 /// F.cross_entropy(cap · tanh(logits / cap), targets, ignore_index = -1), mean reduction, as [1].
 pub fn softcap_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, cap: f32) -> Tensor<1> {
-    let z = logits.div_scalar(cap).tanh().mul_scalar(cap);
+    let z = softcap(logits, cap);
     let log_p = log_softmax(z, 1);
     let counted = targets.clone().not_equal_elem(-1).float();
     let picked = log_p.gather(1, targets.clamp_min(0).unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1);

@@ -128,28 +128,82 @@ impl Request {
     /// `max_rows` caps the rows per query (the train file's batch size is a good value).
     pub fn serve<F>(self, device: &Device, max_rows: usize, logits_fn: F) -> Result<()>
     where
-        F: Fn(Tensor<2, Int>) -> Tensor<3>,
+        F: Fn(Tensor<2, Int>) -> Tensor<3> + Sync,
     {
-        let mut server = self.into_server(max_rows)?;
-        while let Some(query) = server.next()? {
+        let Server { mut reader, writer } = self.into_server(max_rows)?;
+        let answer_of = |query: &Query| -> Result<(usize, Vec<f32>)> {
             let logits = logits_fn(query.input_tensor(device)).cast(FloatDType::F32);
             match &query.targets {
-                None => {
-                    let [_, _, width] = logits.dims();
-                    server.answer(&query, width, &to_vec(logits)?)?;
-                }
+                None => Ok((logits.dims()[2], to_vec(logits)?)),
                 Some(targets) => {
                     let ids: Vec<i32> = targets.iter().map(|&t| t as i32).collect();
                     let index =
                         Tensor::<3, Int>::from_data(TensorData::new(ids, [query.rows, query.seq, 1]), device);
-                    let logp = log_softmax(logits, 2).gather(2, index);
-                    server.answer(&query, 1, &to_vec(logp)?)?;
+                    Ok((1, to_vec(log_softmax(logits, 2).gather(2, index))?))
                 }
             }
-        }
-        Ok(())
+        };
+        // `ar` keeps two queries outstanding. Two threads compute them side by side (each
+        // forward has stretches one core runs alone: the other thread's forward fills them)
+        // and a third writes the answers in query order, so the model keeps computing while
+        // an answer (tens of MB of logits) streams through the pipe.
+        type Answered = Result<(Query, usize, Vec<f32>)>;
+        std::thread::scope(|scope| {
+            let mut inboxes = Vec::new();
+            let mut outboxes = Vec::new();
+            for _ in 0..COMPUTE_THREADS {
+                let (query_tx, query_rx) = std::sync::mpsc::sync_channel::<Query>(1);
+                let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<Answered>(1);
+                let answer_of = &answer_of;
+                scope.spawn(move || {
+                    for query in query_rx {
+                        let answered = answer_of(&query).map(|(width, values)| (query, width, values));
+                        if answer_tx.send(answered).is_err() {
+                            break;
+                        }
+                    }
+                });
+                inboxes.push(query_tx);
+                outboxes.push(answer_rx);
+            }
+            let (order_tx, order_rx) = std::sync::mpsc::channel::<usize>();
+            let sender = scope.spawn(move || -> Result<()> {
+                let mut writer = writer;
+                for worker in order_rx {
+                    let answered = outboxes[worker]
+                        .recv()
+                        .map_err(|_| Error::Serve("a compute thread stopped without an answer".into()))?;
+                    let (query, width, values) = answered?;
+                    write_answer(&mut writer, &query, width, &values)?;
+                }
+                Ok(())
+            });
+            let mut n = 0usize;
+            let read = loop {
+                match read_query(&mut reader) {
+                    Ok(Some(query)) => {
+                        let worker = n % COMPUTE_THREADS;
+                        n += 1;
+                        // A send fails only when the writer stopped: its error is returned below.
+                        if inboxes[worker].send(query).is_err() || order_tx.send(worker).is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            drop(inboxes);
+            drop(order_tx);
+            let written =
+                sender.join().unwrap_or_else(|_| Err(Error::Serve("the answer writer panicked".into())));
+            written.and(read)
+        })
     }
 }
+
+/// Forward passes a server runs at once (see [`Request::serve`]).
+const COMPUTE_THREADS: usize = 2;
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
@@ -184,44 +238,53 @@ impl Server {
 
     /// The next query, or `None` when `ar` has no more.
     pub fn next(&mut self) -> Result<Option<Query>> {
-        let mut head = [0u8; 12];
-        match self.reader.read_exact(&mut head) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(io(e)),
-        }
-        let word =
-            |i: usize| u32::from_le_bytes([head[4 * i], head[4 * i + 1], head[4 * i + 2], head[4 * i + 3]]);
-        let ask =
-            Ask::from_u32(word(0)).ok_or_else(|| Error::Serve(format!("unknown query kind {}", word(0))))?;
-        if ask == Ask::End {
-            return Ok(None);
-        }
-        let (rows, seq) = (word(1) as usize, word(2) as usize);
-        let inputs = read_u32s(&mut self.reader, rows * seq)?;
-        let targets =
-            if ask == Ask::LogProbs { Some(read_u32s(&mut self.reader, rows * seq)?) } else { None };
-        Ok(Some(Query { ask, rows, seq, inputs, targets }))
+        read_query(&mut self.reader)
     }
 
     /// Answers `query` with `values` (`rows·seq·width` f32).
     pub fn answer(&mut self, query: &Query, width: usize, values: &[f32]) -> Result<()> {
-        if values.len() != query.rows * query.seq * width {
-            return Err(Error::Serve(format!(
-                "answer has {} values for {} rows × {} positions × width {width}",
-                values.len(),
-                query.rows,
-                query.seq
-            )));
-        }
-        let mut head = Vec::with_capacity(16);
-        for w in [query.ask as u32, query.rows as u32, query.seq as u32, width as u32] {
-            head.extend_from_slice(&w.to_le_bytes());
-        }
-        self.writer.write_all(&head).map_err(io)?;
-        write_f32s(&mut self.writer, values).map_err(io)?;
-        self.writer.flush().map_err(io)
+        write_answer(&mut self.writer, query, width, values)
     }
+}
+
+/// Reads the next query; `None` when `ar` sent the end or closed the pipe.
+fn read_query(reader: &mut impl Read) -> Result<Option<Query>> {
+    let mut head = [0u8; 12];
+    match reader.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(io(e)),
+    }
+    let word =
+        |i: usize| u32::from_le_bytes([head[4 * i], head[4 * i + 1], head[4 * i + 2], head[4 * i + 3]]);
+    let ask =
+        Ask::from_u32(word(0)).ok_or_else(|| Error::Serve(format!("unknown query kind {}", word(0))))?;
+    if ask == Ask::End {
+        return Ok(None);
+    }
+    let (rows, seq) = (word(1) as usize, word(2) as usize);
+    let inputs = read_u32s(reader, rows * seq)?;
+    let targets = if ask == Ask::LogProbs { Some(read_u32s(reader, rows * seq)?) } else { None };
+    Ok(Some(Query { ask, rows, seq, inputs, targets }))
+}
+
+/// Writes one answer: its header, then `rows·seq·width` f32.
+fn write_answer(writer: &mut impl Write, query: &Query, width: usize, values: &[f32]) -> Result<()> {
+    if values.len() != query.rows * query.seq * width {
+        return Err(Error::Serve(format!(
+            "answer has {} values for {} rows × {} positions × width {width}",
+            values.len(),
+            query.rows,
+            query.seq
+        )));
+    }
+    let mut head = Vec::with_capacity(16);
+    for w in [query.ask as u32, query.rows as u32, query.seq as u32, width as u32] {
+        head.extend_from_slice(&w.to_le_bytes());
+    }
+    writer.write_all(&head).map_err(io)?;
+    write_f32s(writer, values).map_err(io)?;
+    writer.flush().map_err(io)
 }
 
 fn io(e: std::io::Error) -> Error {

@@ -270,8 +270,7 @@ impl Gpt {
     /// Soft-capped logits [B, T, vocab] for evaluation.
     pub(crate) fn eval_logits(&self, idx: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = idx.dims();
-        let logits = self.forward(idx);
-        logits.div_scalar(SOFTCAP).tanh().mul_scalar(SOFTCAP).reshape([b, t, self.config.vocab_size])
+        kernels::softcap(self.forward(idx), SOFTCAP).reshape([b, t, self.config.vocab_size])
     }
 
     /// Every parameter with its optimizer group, in a fixed order.

@@ -39,6 +39,9 @@ pub struct TrainArgs {
     /// Seed offset (as `ar` varies it for repeated measurements).
     #[arg(long, default_value_t = 0)]
     pub seed_offset: u64,
+    /// Score the held-out test split too (sessions do so only when verifying a gain).
+    #[arg(long)]
+    pub with_test: bool,
     /// Where to write the JSON result record.
     #[arg(long)]
     pub result: Option<PathBuf>,
@@ -113,12 +116,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         seed_offset: args.seed_offset,
         scoring,
         tolerance: if args.features.is_empty() { 1e-3 } else { 3e-2 },
-        audit_rows: if profile.eval_rows() < 256 { 8 } else { 256 },
+        audit_rows: job::audit_rows(profile),
         train_deadline_secs: train_deadline,
         deadline_is_budget: budget.is_time(),
         serve_deadline_secs: profile.time_budget_secs * 2.0 + 600.0,
         sandbox: !args.allow_unconfined,
         env: Vec::new(),
+        score_test: args.with_test,
     };
     dir.write_spec(&spec)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -581,7 +581,13 @@ fn drift(o: &mut String, m: &Model) {
     line(o, "## Validation vs held-out test".to_string());
     line(o, String::new());
     let (Some(bv), Some(bt)) = (m.baseline(), m.baseline_test()) else {
-        line(o, "No held-out test_bpb in the records.".to_string());
+        line(
+            o,
+            "Experiments are scored on val only (no decision reads test); test_bpb is measured when the \
+             session's gain is verified, on fresh seeds (see \"The session's real gain\", or run \
+             `ar report --verify`)."
+                .to_string(),
+        );
         line(o, String::new());
         return;
     };

@@ -314,14 +314,19 @@ impl Session {
                     }
                     eprintln!("warning: session created with --allow-unconfined: {}", gaps.join("; "));
                 }
+                let budget = opts.budget.unwrap_or_else(|| profile.default_budget());
                 let default_timeout = match &workload {
                     crate::workload::Workload::Command(c) => c.run.timeout.as_secs_f64(),
-                    crate::workload::Workload::Gpt => {
+                    // A time budget bounds the run itself; this only catches a hang.
+                    crate::workload::Workload::Gpt if budget.is_time() => {
                         profile.time_budget_secs * 2.0 + 60.0 + profile.startup_allowance_secs
                     }
+                    // A fixed amount of work takes as long as the machine's load makes it: a
+                    // timeout near the quiet duration turned a busy machine into crashes.
+                    crate::workload::Workload::Gpt => profile.time_budget_secs * 4.0 + 600.0,
                 };
                 crate::journal::SessionSettings {
-                    budget: opts.budget.unwrap_or_else(|| profile.default_budget()).to_string(),
+                    budget: budget.to_string(),
                     scoring: opts.scoring.unwrap_or(profile.scoring).name().to_string(),
                     confined: !opts.allow_unconfined,
                     timeout_secs: opts.timeout.map_or(default_timeout, |t| t.as_secs_f64()),
@@ -404,6 +409,14 @@ impl Session {
         let best = self.git.show(&self.best_commit(), TRAIN_FILE).unwrap_or_default();
         let head = self.git.show("HEAD", TRAIN_FILE).unwrap_or_default();
         Ok((current != best && current != head).then_some(current))
+    }
+
+    /// The kind a run was started as (None for an id the journal does not know).
+    fn kind_of(&self, id: u64) -> Option<RunKind> {
+        self.journal.events().iter().find_map(|e| match e {
+            Event::Started { id: i, kind, .. } if *i == id => Some(*kind),
+            _ => None,
+        })
     }
 
     fn description_of(&self, id: u64) -> String {

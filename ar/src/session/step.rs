@@ -1014,18 +1014,13 @@ impl Session {
             seed_offset,
             scoring: self.scoring,
             tolerance: if self.features.is_empty() { 1e-3 } else { 3e-2 },
-            audit_rows: if self.scoring == prepare::profile::Scoring::Audited
-                && self.profile.eval_rows() < 256
-            {
-                8
-            } else {
-                256
-            },
+            audit_rows: job::audit_rows(self.profile),
             train_deadline_secs: train_deadline,
             deadline_is_budget,
             serve_deadline_secs: timeout,
             sandbox: self.sandbox,
             env: self.job_env.clone(),
+            score_test: self.kind_of(id) == Some(RunKind::Verify),
         }
     }
 

@@ -65,6 +65,33 @@ pub(crate) fn exp<I: Isa>(x: f32) -> f32 {
     y * pow2n
 }
 
+/// Σ e^(x − shift) over `xs`, for a log-sum-exp outside the kernels (`prepare`'s scorer sums
+/// a whole vocabulary per position, over a billion terms per scoring). Each term is the `exp`
+/// above; 16 lanes sum four terms each in f32 (values ≤ 1 when `shift` is the maximum, so
+/// each lane's rounding stays near 1e-7 relative), then every block of 64 is added in f64.
+#[inline(always)]
+fn exp_sum_generic<I: Isa>(xs: &[f32], shift: f32) -> f64 {
+    let mut total = 0.0f64;
+    let mut blocks = xs.chunks_exact(64);
+    for block in &mut blocks {
+        let mut acc = [0.0f32; 16];
+        for quarter in block.chunks_exact(16) {
+            for i in 0..16 {
+                acc[i] += exp::<I>(quarter[i] - shift);
+            }
+        }
+        total += acc.iter().map(|&a| a as f64).sum::<f64>();
+    }
+    for &x in blocks.remainder() {
+        total += exp::<I>(x - shift) as f64;
+    }
+    total
+}
+
+multiversion! {
+    pub(crate) fn exp_sum(xs: &[f32], shift: f32) -> f64 = exp_sum_generic;
+}
+
 /// tanh(x), branch-free: Eigen's rational approximation (odd degree-13 over even degree-6
 /// polynomial) on x clamped to ±7.905, where tanh is 1 to within f32 rounding. Absolute error
 /// ≈ 4e-7 over the whole line; exact (x) near 0 where the polynomial would lose relative accuracy.

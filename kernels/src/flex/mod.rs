@@ -14,6 +14,7 @@ pub(crate) mod math;
 pub(crate) mod relu_square;
 pub(crate) mod rms_norm;
 pub(crate) mod rope;
+pub(crate) mod softcap;
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, TensorData};
