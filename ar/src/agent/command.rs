@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::prompt::{self, Mode};
-use super::{Agent, AgentOptions, Outcome, TRAIN_FILE, Turn, log_transcript, read_train, write_train};
+use super::{Agent, AgentOptions, Outcome, TRAIN_FILE, Turn, log_transcript, write_train};
 
 /// Output kept per stream: the tail, since the DESCRIPTION line comes last.
 const KEEP_OUTPUT: usize = 4 << 20;
@@ -256,17 +256,141 @@ impl Agent for CommandAgent {
     }
 
     fn propose(&mut self, turn: &Turn) -> Result<Outcome> {
-        if let Some(spec) = self.workload.clone() {
-            return self.propose_files(turn, &spec);
+        match self.workload.clone() {
+            Some(spec) => self.attempts(turn, &EditableFiles { spec }),
+            None => self.attempts(turn, &TrainFile),
         }
-        let original = read_train(turn.repo)?;
-        let path = turn.repo.join(TRAIN_FILE);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// One turn: attempts, retries and roll-backs, whatever the agent edits
+
+/// What a turn of the agent edits: the train file, or a declared workload's editable files.
+trait Editable {
+    /// The edited content at one moment; two snapshots compare equal when nothing changed.
+    type Snapshot: PartialEq;
+    /// Where the edits must stay, for the detail of a turn that strayed.
+    const WHERE: &'static str;
+    fn prompt(&self, turn: &Turn, note: Option<&str>) -> String;
+    fn snapshot(&self, repo: &Path) -> Result<Self::Snapshot>;
+    /// Puts the content back as `before` had it (a failed attempt's half-edit is not trusted).
+    fn restore(&self, repo: &Path, before: &Self::Snapshot) -> Result<()>;
+    /// A successful attempt's result: `Ok(description)` when it is an experiment (the
+    /// agent's own DESCRIPTION wins over this one), else `Err((note, unchanged))`.
+    fn judge(
+        &self,
+        before: &Self::Snapshot,
+        after: &Self::Snapshot,
+        strayed: bool,
+        command: &str,
+        stdout: &str,
+    ) -> std::result::Result<String, (String, bool)>;
+}
+
+/// The GPT workload: `train/src/main.rs`, edited in place.
+struct TrainFile;
+
+impl Editable for TrainFile {
+    /// None: the file was deleted.
+    type Snapshot = Option<Vec<u8>>;
+    const WHERE: &'static str = TRAIN_FILE;
+
+    fn prompt(&self, turn: &Turn, note: Option<&str>) -> String {
+        prompt::build(turn, Mode::EditInPlace, note)
+    }
+
+    fn snapshot(&self, repo: &Path) -> Result<Self::Snapshot> {
+        Ok(std::fs::read(repo.join(TRAIN_FILE)).ok())
+    }
+
+    fn restore(&self, repo: &Path, before: &Self::Snapshot) -> Result<()> {
+        let text = String::from_utf8_lossy(before.as_deref().unwrap_or_default()).into_owned();
+        write_train(repo, &text)
+    }
+
+    fn judge(
+        &self,
+        before: &Self::Snapshot,
+        after: &Self::Snapshot,
+        _strayed: bool,
+        command: &str,
+        stdout: &str,
+    ) -> std::result::Result<String, (String, bool)> {
+        let Some(new) = after else {
+            return Err((format!("{TRAIN_FILE} was deleted; edit it in place instead"), false));
+        };
+        if after == before {
+            let mut note = format!("{TRAIN_FILE} was left unchanged; this turn must edit it");
+            if !stdout.trim().is_empty() {
+                note.push_str(&format!(" ({})", permission_hint(command)));
+            }
+            return Err((note, true));
+        }
+        let old = String::from_utf8_lossy(before.as_deref().unwrap_or_default()).into_owned();
+        Ok(prompt::describe_change(&old, &String::from_utf8_lossy(new)))
+    }
+}
+
+/// A declared command workload: every file its `editable` patterns match.
+struct EditableFiles {
+    spec: crate::workload::CommandSpec,
+}
+
+impl Editable for EditableFiles {
+    type Snapshot = BTreeMap<String, Vec<u8>>;
+    const WHERE: &'static str = "the editable files";
+
+    fn prompt(&self, turn: &Turn, note: Option<&str>) -> String {
+        prompt::build_for_workload(turn, &self.spec, note)
+    }
+
+    fn snapshot(&self, repo: &Path) -> Result<Self::Snapshot> {
+        Ok(editable_snapshot(repo, &self.spec))
+    }
+
+    fn restore(&self, repo: &Path, before: &Self::Snapshot) -> Result<()> {
+        restore_snapshot(repo, &self.spec, before)
+    }
+
+    fn judge(
+        &self,
+        before: &Self::Snapshot,
+        after: &Self::Snapshot,
+        strayed: bool,
+        command: &str,
+        stdout: &str,
+    ) -> std::result::Result<String, (String, bool)> {
+        if after != before {
+            return Ok(describe_files(before, after));
+        }
+        // A change outside the editable files alone is still a turn: the supervisor's
+        // guard rejects it and journals the paths.
+        if strayed {
+            return Ok("change outside the editable files".into());
+        }
+        let mut note = format!(
+            "none of the editable files ({}) changed; this turn must edit one",
+            self.spec.editable.join(", ")
+        );
+        if !stdout.trim().is_empty() {
+            note.push_str(&format!(" ({})", permission_hint(command)));
+        }
+        Err((note, true))
+    }
+}
+
+impl CommandAgent {
+    /// Runs the command until an attempt edits `target` (the turn's experiment) or the
+    /// retries are spent. A crashed, timed-out or empty attempt is rolled back and the next
+    /// one is told why; a missing command (exit 127) ends the turn at once.
+    fn attempts<E: Editable>(&mut self, turn: &Turn, target: &E) -> Result<Outcome> {
+        let original = target.snapshot(turn.repo)?;
         let before = git_status(turn.repo);
         let mut notes: Vec<String> = Vec::new();
         let mut last_unchanged = false;
-        let attempts = self.retries + 1;
-        for attempt in 1..=attempts {
-            let input = prompt::build(turn, Mode::EditInPlace, notes.last().map(String::as_str));
+        for attempt in 1..=self.retries + 1 {
+            let input = target.prompt(turn, notes.last().map(String::as_str));
             let log = self.log_dir.as_deref();
             log_transcript(
                 log,
@@ -277,8 +401,8 @@ impl Agent for CommandAgent {
             let ran = self.run_once(turn.repo, &input, turn.number)?;
             log_transcript(log, turn.number, &format!("attempt {attempt}: stdout"), &ran.stdout);
             log_transcript(log, turn.number, &format!("attempt {attempt}: stderr"), &ran.stderr);
-            let after = std::fs::read(&path).ok();
-            let changed = after.as_deref() != Some(original.as_bytes());
+            let after = target.snapshot(turn.repo)?;
+            let changed = after != original;
             last_unchanged = false;
             let note = match ran.status {
                 None => format!(
@@ -291,7 +415,7 @@ impl Agent for CommandAgent {
                     if status.code() == Some(127) {
                         // The shell could not find the command: retrying cannot help.
                         if changed {
-                            write_train(turn.repo, &original)?;
+                            target.restore(turn.repo, &original)?;
                         }
                         return Ok(Outcome::Failed {
                             detail: format!("{why}; is `{}` installed and on PATH?", self.command),
@@ -299,35 +423,29 @@ impl Agent for CommandAgent {
                     }
                     why
                 }
-                Some(_) if after.is_none() => format!("{TRAIN_FILE} was deleted; edit it in place instead"),
-                Some(_) if !changed => {
-                    last_unchanged = true;
-                    let mut note = format!("{TRAIN_FILE} was left unchanged; this turn must edit it");
-                    if !ran.stdout.trim().is_empty() {
-                        note.push_str(&format!(" ({})", permission_hint(&self.command)));
-                    }
-                    note
-                }
                 Some(_) => {
-                    let new = String::from_utf8_lossy(after.as_deref().unwrap_or_default()).into_owned();
-                    let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
-                    let description = description.unwrap_or_else(|| prompt::describe_change(&original, &new));
                     let outside = outside_changes(turn.repo, &before);
-                    if !outside.is_empty() {
-                        // The guard rejects the experiment; the transcript says who did it.
-                        log_transcript(
-                            log,
-                            turn.number,
-                            "changed outside the train file",
-                            &outside.join("\n"),
-                        );
+                    match target.judge(&original, &after, !outside.is_empty(), &self.command, &ran.stdout) {
+                        Ok(fallback) => {
+                            let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
+                            if !outside.is_empty() {
+                                // The guard rejects the experiment; the transcript says who did it.
+                                let what = format!("changed outside {}", E::WHERE);
+                                log_transcript(log, turn.number, &what, &outside.join("\n"));
+                            }
+                            let description = description.unwrap_or(fallback);
+                            return Ok(Outcome::Changed { description, hypothesis });
+                        }
+                        Err((note, unchanged)) => {
+                            last_unchanged = unchanged;
+                            note
+                        }
                     }
-                    return Ok(Outcome::Changed { description, hypothesis });
                 }
             };
             // A failed attempt's partial edit is not trusted: the next one starts clean.
             if changed {
-                write_train(turn.repo, &original)?;
+                target.restore(turn.repo, &original)?;
             }
             notes.push(format!("attempt {attempt} ({:.0}s): {note}", ran.seconds));
         }
@@ -335,7 +453,8 @@ impl Agent for CommandAgent {
         let outside = outside_changes(turn.repo, &before);
         if !outside.is_empty() {
             detail.push_str(&format!(
-                "; also changed outside {TRAIN_FILE} (not undone): {}",
+                "; also changed outside {} (not undone): {}",
+                E::WHERE,
                 outside.join(", ")
             ));
         }
@@ -396,96 +515,4 @@ fn describe_files(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, V
         after.iter().filter(|(p, b)| before.get(*p) != Some(*b)).map(|(p, _)| p).collect();
     paths.extend(before.keys().filter(|p| !after.contains_key(*p)));
     prompt::clean_line(&format!("edit {}", paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")))
-}
-
-impl CommandAgent {
-    /// One turn on a command workload: the same attempts, retries and roll-backs as for the
-    /// train file, judged on the editable files' contents.
-    fn propose_files(&mut self, turn: &Turn, spec: &crate::workload::CommandSpec) -> Result<Outcome> {
-        let original = editable_snapshot(turn.repo, spec);
-        let before = git_status(turn.repo);
-        let patterns = spec.editable.join(", ");
-        let mut notes: Vec<String> = Vec::new();
-        let mut last_unchanged = false;
-        let attempts = self.retries + 1;
-        for attempt in 1..=attempts {
-            let input = prompt::build_for_workload(turn, spec, notes.last().map(String::as_str));
-            let log = self.log_dir.as_deref();
-            log_transcript(
-                log,
-                turn.number,
-                &format!("attempt {attempt}: prompt to `{}`", self.command),
-                &input,
-            );
-            let ran = self.run_once(turn.repo, &input, turn.number)?;
-            log_transcript(log, turn.number, &format!("attempt {attempt}: stdout"), &ran.stdout);
-            log_transcript(log, turn.number, &format!("attempt {attempt}: stderr"), &ran.stderr);
-            let after = editable_snapshot(turn.repo, spec);
-            let changed = after != original;
-            last_unchanged = false;
-            let note = match ran.status {
-                None => format!(
-                    "it ran past the {}s limit and was killed; make a smaller change and finish sooner",
-                    self.timeout.as_secs_f64()
-                ),
-                Some(status) if !status.success() => {
-                    let code = status.code().map_or_else(|| "a signal".to_string(), |c| c.to_string());
-                    let why = format!("the command exited with {code}: {}", tail(&ran.stderr, 3));
-                    if status.code() == Some(127) {
-                        if changed {
-                            restore_snapshot(turn.repo, spec, &original)?;
-                        }
-                        return Ok(Outcome::Failed {
-                            detail: format!("{why}; is `{}` installed and on PATH?", self.command),
-                        });
-                    }
-                    why
-                }
-                Some(_) if !changed => {
-                    // A change outside the editable files alone is still a turn: the
-                    // supervisor's guard rejects it and journals the paths.
-                    if !outside_changes(turn.repo, &before).is_empty() {
-                        let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
-                        let description =
-                            description.unwrap_or_else(|| "change outside the editable files".into());
-                        return Ok(Outcome::Changed { description, hypothesis });
-                    }
-                    last_unchanged = true;
-                    let mut note =
-                        format!("none of the editable files ({patterns}) changed; this turn must edit one");
-                    if !ran.stdout.trim().is_empty() {
-                        note.push_str(&format!(" ({})", permission_hint(&self.command)));
-                    }
-                    note
-                }
-                Some(_) => {
-                    let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
-                    let description = description.unwrap_or_else(|| describe_files(&original, &after));
-                    let outside = outside_changes(turn.repo, &before);
-                    if !outside.is_empty() {
-                        log_transcript(
-                            log,
-                            turn.number,
-                            "changed outside the editable files",
-                            &outside.join("\n"),
-                        );
-                    }
-                    return Ok(Outcome::Changed { description, hypothesis });
-                }
-            };
-            if changed {
-                restore_snapshot(turn.repo, spec, &original)?;
-            }
-            notes.push(format!("attempt {attempt} ({:.0}s): {note}", ran.seconds));
-        }
-        let mut detail = notes.join("; ");
-        let outside = outside_changes(turn.repo, &before);
-        if !outside.is_empty() {
-            detail.push_str(&format!(
-                "; also changed outside the editable files (not undone): {}",
-                outside.join(", ")
-            ));
-        }
-        Ok(if last_unchanged { Outcome::NoChange { detail } } else { Outcome::Failed { detail } })
-    }
 }
