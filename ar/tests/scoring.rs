@@ -104,12 +104,29 @@ fn test_reads_of_the_answers_are_refused_and_the_recorded_score_is_the_scorers()
     assert_eq!(record["scoring"]["mode"], "trusted-full");
     let scorer_val = record["scoring"]["splits"][0]["bpb"].as_f64().unwrap();
     assert_eq!(val, scorer_val);
+    // An experiment is scored on val alone: no decision reads test.
+    assert!(record["test_bpb"].is_null(), "{record}");
+    assert_eq!(record["scoring"]["splits"].as_array().unwrap().len(), 1, "{record}");
     let rows = |r: &serde_json::Value| r["record"]["scoring"]["splits"][0]["rows"].as_u64().unwrap();
     assert_eq!(rows(&run), 64, "EVAL_TOKENS / MAX_SEQ_LEN rows at a batch of 12");
     assert_eq!(rows(&run), rows(&base), "the same rows as the baseline's batch of 16");
     let outcome: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("outcome.json")).unwrap()).unwrap();
     assert_eq!(outcome["record"]["val_bpb"].as_f64(), Some(val));
+}
+
+#[test]
+fn test_ar_train_with_test_scores_both_splits_through_the_trusted_path() {
+    let fx = fixture();
+    let result = fx.repo.join("target/with-test.json");
+    let out = fx.ar(&["train", "--profile", "smoke", "--with-test", "--result", result.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+    let splits = record["scoring"]["splits"].as_array().unwrap();
+    let names: Vec<&str> = splits.iter().map(|s| s["split"].as_str().unwrap()).collect();
+    assert_eq!(names, ["val", "test"], "{record}");
+    assert_eq!(record["test_bpb"].as_f64(), splits[1]["bpb"].as_f64(), "{record}");
+    assert!(record["test_bpb"].as_f64().unwrap() > 0.01, "{record}");
 }
 
 #[test]
