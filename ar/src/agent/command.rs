@@ -283,8 +283,6 @@ trait Editable {
         before: &Self::Snapshot,
         after: &Self::Snapshot,
         strayed: bool,
-        command: &str,
-        stdout: &str,
     ) -> std::result::Result<String, (String, bool)>;
 }
 
@@ -314,18 +312,12 @@ impl Editable for TrainFile {
         before: &Self::Snapshot,
         after: &Self::Snapshot,
         _strayed: bool,
-        command: &str,
-        stdout: &str,
     ) -> std::result::Result<String, (String, bool)> {
         let Some(new) = after else {
             return Err((format!("{TRAIN_FILE} was deleted; edit it in place instead"), false));
         };
         if after == before {
-            let mut note = format!("{TRAIN_FILE} was left unchanged; this turn must edit it");
-            if !stdout.trim().is_empty() {
-                note.push_str(&format!(" ({})", permission_hint(command)));
-            }
-            return Err((note, true));
+            return Err((format!("{TRAIN_FILE} was left unchanged; this turn must edit it"), true));
         }
         let old = String::from_utf8_lossy(before.as_deref().unwrap_or_default()).into_owned();
         Ok(prompt::describe_change(&old, &String::from_utf8_lossy(new)))
@@ -358,8 +350,6 @@ impl Editable for EditableFiles {
         before: &Self::Snapshot,
         after: &Self::Snapshot,
         strayed: bool,
-        command: &str,
-        stdout: &str,
     ) -> std::result::Result<String, (String, bool)> {
         if after != before {
             return Ok(describe_files(before, after));
@@ -369,13 +359,10 @@ impl Editable for EditableFiles {
         if strayed {
             return Ok("change outside the editable files".into());
         }
-        let mut note = format!(
+        let note = format!(
             "none of the editable files ({}) changed; this turn must edit one",
             self.spec.editable.join(", ")
         );
-        if !stdout.trim().is_empty() {
-            note.push_str(&format!(" ({})", permission_hint(command)));
-        }
         Err((note, true))
     }
 }
@@ -425,7 +412,7 @@ impl CommandAgent {
                 }
                 Some(_) => {
                     let outside = outside_changes(turn.repo, &before);
-                    match target.judge(&original, &after, !outside.is_empty(), &self.command, &ran.stdout) {
+                    match target.judge(&original, &after, !outside.is_empty()) {
                         Ok(fallback) => {
                             let (description, hypothesis) = prompt::parse_tags(&ran.stdout);
                             if !outside.is_empty() {
@@ -436,7 +423,12 @@ impl CommandAgent {
                             let description = description.unwrap_or(fallback);
                             return Ok(Outcome::Changed { description, hypothesis });
                         }
-                        Err((note, unchanged)) => {
+                        Err((mut note, unchanged)) => {
+                            // An agent that talked but edited nothing was most likely
+                            // refused write permission by its own CLI.
+                            if unchanged && !ran.stdout.trim().is_empty() {
+                                note.push_str(&format!(" ({})", permission_hint(&self.command)));
+                            }
                             last_unchanged = unchanged;
                             note
                         }

@@ -411,23 +411,23 @@ impl Session {
         Ok((current != best && current != head).then_some(current))
     }
 
-    /// The kind a run was started as (None for an id the journal does not know).
-    fn kind_of(&self, id: u64) -> Option<RunKind> {
+    /// The kind and description a run was started with (None for an id the journal does
+    /// not know).
+    fn started(&self, id: u64) -> Option<(RunKind, &str)> {
         self.journal.events().iter().find_map(|e| match e {
-            Event::Started { id: i, kind, .. } if *i == id => Some(*kind),
+            Event::Started { id: i, kind, description, .. } if *i == id => {
+                Some((*kind, description.as_str()))
+            }
             _ => None,
         })
     }
 
+    fn kind_of(&self, id: u64) -> Option<RunKind> {
+        self.started(id).map(|(kind, _)| kind)
+    }
+
     fn description_of(&self, id: u64) -> String {
-        self.journal
-            .events()
-            .iter()
-            .find_map(|e| match e {
-                Event::Started { id: i, description, .. } if *i == id => Some(description.clone()),
-                _ => None,
-            })
-            .unwrap_or_default()
+        self.started(id).map(|(_, d)| d.to_string()).unwrap_or_default()
     }
 
     /// If the working tree changed outside the train file, journals the turn as a rejected
