@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use support::fixture::{Fixture, assert_consistent, events, fixture, text};
+use support::fixture::{FRESH_SESSION, Fixture, assert_consistent, events, fixture, text, two_worker_loop};
 
 /// (start, end) of every launched run, per worker, from the journal's times.
 fn intervals(journal: &[serde_json::Value]) -> BTreeMap<u64, (u64, f64, f64)> {
@@ -28,32 +28,14 @@ fn intervals(journal: &[serde_json::Value]) -> BTreeMap<u64, (u64, f64, f64)> {
     out
 }
 
-fn pool_loop(fx: &Fixture, tag: &str, experiments: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "loop",
-        "--tag",
-        tag,
-        "--agent",
-        "evolve",
-        "--workers",
-        "2",
-        "--max-experiments",
-        experiments,
-        "--baseline-runs",
-        "2",
-        "--timeout",
-        "120",
-        "--verify-pairs",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    fx.ar(&args)
+fn pool_loop(fx: &Fixture, tag: &str, experiments: &str) -> std::process::Output {
+    fx.ar(&two_worker_loop(tag, experiments, &FRESH_SESSION))
 }
 
 #[test]
 fn test_two_workers_run_experiments_at_once_with_one_journal() {
     let fx = fixture();
-    let out = pool_loop(&fx, "pool", "3", &[]);
+    let out = pool_loop(&fx, "pool", "3");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("2 workers sharing"), "the split of the cores is said: {}", text(&out));
     let journal = fx.journal("pool");
@@ -97,23 +79,7 @@ fn test_two_workers_run_experiments_at_once_with_one_journal() {
 #[test]
 fn test_kill_9_with_runs_in_flight_then_resume_loses_and_duplicates_nothing() {
     let fx = fixture();
-    let mut child = fx.command(&[
-        "loop",
-        "--tag",
-        "poolkill",
-        "--agent",
-        "evolve",
-        "--workers",
-        "2",
-        "--max-experiments",
-        "2",
-        "--baseline-runs",
-        "2",
-        "--timeout",
-        "120",
-        "--verify-pairs",
-        "0",
-    ]);
+    let mut child = fx.command(&two_worker_loop("poolkill", "2", &FRESH_SESSION));
     let mut child =
         child.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     // Wait until two runs are launched, then kill -9.
@@ -129,20 +95,7 @@ fn test_kill_9_with_runs_in_flight_then_resume_loses_and_duplicates_nothing() {
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(500));
     support::fixture::assert_no_training_left(&fx);
-    let out = fx.ar(&[
-        "loop",
-        "--tag",
-        "poolkill",
-        "--resume",
-        "--agent",
-        "evolve",
-        "--workers",
-        "2",
-        "--max-experiments",
-        "1",
-        "--verify-pairs",
-        "0",
-    ]);
+    let out = fx.ar(&two_worker_loop("poolkill", "1", &["--resume"]));
     assert!(out.status.success(), "{}", text(&out));
     let journal = fx.journal("poolkill");
     assert_consistent(&journal);

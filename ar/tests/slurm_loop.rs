@@ -12,7 +12,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::fixture::{assert_consistent, events, fixture, text};
+use support::fixture::{FRESH_SESSION, assert_consistent, events, fixture, text, two_worker_loop};
 
 fn cluster() -> Option<(String, String)> {
     let conf = std::env::var("SLURM_CONF").ok().filter(|c| !c.is_empty());
@@ -48,25 +48,8 @@ fn test_slurm_session_survives_kill_scancel_and_a_controller_restart() {
     let Some((_conf, dir)) = cluster() else { return };
     let fx = fixture();
     let tag = "slurmy";
-    let args = [
-        "loop",
-        "--tag",
-        tag,
-        "--agent",
-        "evolve",
-        "--backend",
-        "slurm",
-        "--workers",
-        "2",
-        "--max-experiments",
-        "2",
-        "--baseline-runs",
-        "2",
-        "--timeout",
-        "120",
-        "--verify-pairs",
-        "0",
-    ];
+    let fresh: Vec<&str> = ["--backend", "slurm"].into_iter().chain(FRESH_SESSION).collect();
+    let args = two_worker_loop(tag, "2", &fresh);
     let mut child = fx
         .command(&args)
         .stdout(std::process::Stdio::null())
@@ -94,22 +77,7 @@ fn test_slurm_session_survives_kill_scancel_and_a_controller_restart() {
     }
     let up = Command::new("bash").arg(fx.repo.join("scripts/slurm-up.sh")).arg(&dir).output().unwrap();
     assert!(up.status.success(), "the controller restarts: {}", text(&up));
-    let out = fx.ar(&[
-        "loop",
-        "--tag",
-        tag,
-        "--resume",
-        "--agent",
-        "evolve",
-        "--backend",
-        "slurm",
-        "--workers",
-        "2",
-        "--max-experiments",
-        "1",
-        "--verify-pairs",
-        "0",
-    ]);
+    let out = fx.ar(&two_worker_loop(tag, "1", &["--resume", "--backend", "slurm"]));
     assert!(out.status.success(), "{}", text(&out));
     let journal = fx.journal(tag);
     assert_consistent(&journal);

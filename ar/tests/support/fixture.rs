@@ -194,6 +194,30 @@ impl Fixture {
     }
 }
 
+/// Flags of the two-worker `evolve` session the pool and Slurm tests run (no verification):
+/// `ar loop --tag <tag> … --max-experiments <experiments>`, then `extra` (a backend,
+/// `--resume`, or the baseline runs and timeout of a fresh session).
+pub fn two_worker_loop<'a>(tag: &'a str, experiments: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "loop",
+        "--tag",
+        tag,
+        "--agent",
+        "evolve",
+        "--workers",
+        "2",
+        "--max-experiments",
+        experiments,
+        "--verify-pairs",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// What a fresh (not resumed) session of [`two_worker_loop`] adds.
+pub const FRESH_SESSION: [&str; 4] = ["--baseline-runs", "2", "--timeout", "120"];
+
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
