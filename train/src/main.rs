@@ -441,6 +441,13 @@ pub(crate) enum Group {
     Matrix,
 }
 
+impl Group {
+    /// The per-layer scalars (residual and x0 lambdas).
+    fn is_scalar(self) -> bool {
+        matches!(self, Group::Resid | Group::X0)
+    }
+}
+
 /// Polar Express coefficients: five odd-polynomial steps that push every singular value
 /// of the update towards 1 (a faster-converging Newton–Schulz).
 const POLAR_EXPRESS: [(f32, f32, f32); 5] = [
@@ -486,6 +493,8 @@ enum Slot {
 pub(crate) struct MuonAdamW {
     slots: Vec<Slot>,
     dmodel_lr_scale: f64,
+    /// Optimizer steps taken so far (every group's).
+    steps_taken: usize,
 }
 
 /// The schedule-dependent knobs for one step.
@@ -514,15 +523,24 @@ impl MuonAdamW {
                 }
             })
             .collect();
-        MuonAdamW { slots, dmodel_lr_scale }
+        MuonAdamW { slots, dmodel_lr_scale, steps_taken: 0 }
     }
 
     /// One update of every parameter from its (inner) gradient.
     pub(crate) fn step(&mut self, model: &mut Gpt, grads: Vec<Tensor<2>>, knobs: &StepKnobs) {
         let precision = model.precision;
+        self.steps_taken += 1;
         for (((group, param), grad), slot) in model.params_mut().into_iter().zip(grads).zip(&mut self.slots) {
             let p = param.clone().inner();
             let updated = match slot {
+                // The per-layer scalars hold still for their first steps: at init every block
+                // adds zero (c_proj and mlp_proj start at zero), so the last hidden state is a
+                // multiple of x0, the final RMSNorm removes the multiple, and the scalars' true
+                // gradient is exactly zero. What arrives is rounding noise whose sign follows
+                // the summation order (the batch split, the seed), and AdamW, which divides by
+                // the gradient's own size, turns it into a full step: x0 went 0.1 → −0.32 or
+                // +0.50 at SCALAR_LR 0.5 and moved val_bpb by ~0.07 on the demo profile.
+                Slot::Adam { .. } if group.is_scalar() && self.steps_taken <= SCALAR_HOLD_STEPS => p,
                 Slot::Adam { moments, step } => {
                     let (lr0, b1, b2) = adam_hyper(group, self.dmodel_lr_scale);
                     *step += 1;
@@ -617,6 +635,7 @@ const EMBEDDING_LR: f64 = 0.6; // token and value embeddings (AdamW)            
 const UNEMBEDDING_LR: f64 = 0.004; // lm_head (AdamW)                                  0.004
 const MATRIX_LR: f64 = 0.04; // block matrices (Muon)                                  0.04
 const SCALAR_LR: f64 = 0.5; // per-layer scalars (AdamW)                               0.5
+const SCALAR_HOLD_STEPS: usize = 1; // steps before the scalars move (see MuonAdamW::step)  0
 const WEIGHT_DECAY: f64 = 0.2; // cautious weight decay for Muon                       0.2
 const ADAM_BETAS: (f64, f64) = (0.8, 0.95); // AdamW beta1, beta2                      (0.8, 0.95)
 const MUON_BETA2: f64 = 0.95; // NorMuon second-moment decay                           0.95

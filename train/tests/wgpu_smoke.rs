@@ -9,19 +9,17 @@
 //! attention forward runs on Wgpu(..)`), and this test asserts that every fused op's forward and
 //! backward line is in the wgpu run's stderr — and that the CPU run printed none.
 //!
-//! What can match, and why no more: the first step's loss is the whole forward pass (the CPU's
-//! fused kernels against wgpu's cube kernels, on the same host-side init and batch), so it
-//! must agree to f32 rounding. After the first update the curves part, and not because either
-//! backend is wrong: at init c_proj and mlp_proj are zero, so the blocks add nothing and the
-//! final RMSNorm makes the loss invariant to the scale of the residual stream; the gradients of
-//! `resid_lambdas` and `x0_lambdas` are exactly zero in exact arithmetic and pure rounding noise
-//! in f32 (measured: 4.5e-10 on the CPU, 1.8e-9 on wgpu), and AdamW's first step (eps 1e-10)
-//! normalises that noise into a full ±lr step whose sign depends on the backend's summation
-//! order. The original's train.py has the same property. With those scalars frozen
-//! (SCALAR_LR = 0) the two backends agree to ~2e-6 relative over 12 optimizer steps (bench
-//! binary, depth 2), which is how the optimizer path on wgpu was checked; the kernels' own
-//! wgpu test compares every fused op's values and gradients. So this test asserts the exact
-//! first loss, then that wgpu trains: the loss falls and val_bpb lands near the CPU's.
+//! What must match: the first step's loss is the whole forward pass (the CPU's fused kernels
+//! against wgpu's cube kernels, on the same host-side init and batch), so it agrees to f32
+//! rounding; and the curve after it stays within CURVE_RTOL over the warm-up steps. That
+//! second check holds only since the train file holds the per-layer scalars still for their
+//! first step (SCALAR_HOLD_STEPS): at init c_proj and mlp_proj are zero, so the blocks add
+//! nothing and the final RMSNorm makes the loss invariant to the scale of the residual stream;
+//! the gradients of `resid_lambdas` and `x0_lambdas` are exactly zero in exact arithmetic and
+//! rounding noise in f32 (measured: 4.5e-10 on the CPU, 1.8e-9 on wgpu), which AdamW's first
+//! step (eps 1e-10) normalised into a full ±lr step whose sign followed the backend's summation
+//! order, and the two curves parted after one step (the original's train.py has the same
+//! property). Then the run is served on its own device and scored by the trusted scorer.
 
 #![cfg(feature = "wgpu")]
 
@@ -45,6 +43,8 @@ const CUBE_KERNELS: [&str; 10] = [
 
 /// The first loss (no update yet): f32 rounding across two backends.
 const FIRST_LOSS_RTOL: f64 = 1e-5;
+/// Every warm-up step's loss: rounding carried through the updates.
+const CURVE_RTOL: f64 = 1e-3;
 
 #[test]
 fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
@@ -68,6 +68,15 @@ fn test_the_smoke_run_on_wgpu_matches_the_cpu() {
     assert_eq!(step_a, step_b);
     let rel = (first_a - first_b).abs() / first_a;
     assert!(rel <= FIRST_LOSS_RTOL, "first loss: cpu {first_a} vs wgpu {first_b} (relative {rel:.2e})");
+    // The curves stay together over the warm-up steps (each logged).
+    let worst = a.iter().zip(&b).take(10).map(|((_, x), (_, y))| (x - y).abs() / x).fold(0.0, f64::max);
+    eprintln!("loss curves over the first 10 steps: largest relative difference {worst:.2e}");
+    assert!(
+        worst <= CURVE_RTOL,
+        "the wgpu curve parts from the CPU's (relative {worst:.2e}):\n{:?}\n{:?}",
+        &a[..10],
+        &b[..10]
+    );
     // wgpu trains: over the ten warm-up steps the loss falls well below ln(vocab).
     let last_b = b[9].1;
     assert!(last_b < first_b - 1.5, "the wgpu loss falls: {first_b} → {last_b}\n{}", gpu.stdout);
