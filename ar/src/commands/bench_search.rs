@@ -3,7 +3,8 @@
 //! - the **verified gain**: best against the baseline on fresh seeds, val and test, with its
 //!   interval, in units of σ (the spread of single baseline runs);
 //! - **false keeps**: every kept change measured again against the incumbent it replaced, on
-//!   fresh seeds; a keep whose fresh-seed improvement is not positive did not hold up;
+//!   fresh seeds; a keep whose fresh-seed interval does not lie above zero did not hold up
+//!   (a mean barely above zero is not a confirmation: the bar is the one a keep had to pass);
 //! - **experiments per hour** (decided candidates over the session's wall time) and **where
 //!   the time went** (agent, build, train, scoring).
 //! The result is printed as a table and one JSON line (for comparing agents and versions).
@@ -60,8 +61,8 @@ struct SearchResult {
     experiments: usize,
     kept: usize,
     false_keeps: usize,
-    /// Per keep: (id, fresh-seed improvement over its incumbent).
-    keep_checks: Vec<(u64, f64)>,
+    /// Per keep: its fresh-seed improvement over its incumbent, with the interval.
+    keep_checks: Vec<KeepCheck>,
     sigma_x: Option<f64>,
     believed_gain: Option<f64>,
     verified_gain_val: Option<f64>,
@@ -72,6 +73,22 @@ struct SearchResult {
     seconds: f64,
     time: TimeSplit,
     tag: String,
+}
+
+/// One keep measured again against the incumbent it replaced.
+#[derive(Debug, Clone, Serialize)]
+struct KeepCheck {
+    id: u64,
+    gain: f64,
+    low: f64,
+    high: f64,
+}
+
+impl KeepCheck {
+    /// Held up: the whole interval lies above zero.
+    fn held(&self) -> bool {
+        self.low > 0.0
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -159,8 +176,18 @@ pub fn run(args: SearchBench) -> Result<()> {
             for (id, commit, parent) in keeps {
                 println!("Checking keep #{id} against its incumbent on {} fresh seeds …", args.pairs);
                 let v = session.verify_pair(&commit, &parent, args.pairs, 0.95)?;
-                let gain = v.splits.iter().find(|s| s.split == "val").map_or(f64::NAN, |s| s.gain);
-                keep_checks.push((id, gain));
+                let check = match v.splits.iter().find(|s| s.split == "val") {
+                    Some(s) => KeepCheck { id, gain: s.gain, low: s.low, high: s.high },
+                    None => KeepCheck { id, gain: f64::NAN, low: f64::NAN, high: f64::NAN },
+                };
+                println!(
+                    "  keep #{id}: {:+.6} [{:+.6}, {:+.6}] → {}",
+                    check.gain,
+                    check.low,
+                    check.high,
+                    if check.held() { "held up" } else { "did not hold up" }
+                );
+                keep_checks.push(check);
             }
             session.restore_tree()?;
         }
@@ -184,7 +211,7 @@ pub fn run(args: SearchBench) -> Result<()> {
         budget: args.budget.clone().unwrap_or_else(|| profile.default_budget().to_string()),
         experiments: c.candidates,
         kept: c.kept_candidates,
-        false_keeps: keep_checks.iter().filter(|(_, g)| !(*g > 0.0)).count(),
+        false_keeps: keep_checks.iter().filter(|k| !k.held()).count(),
         keep_checks: keep_checks.clone(),
         sigma_x,
         believed_gain: v.as_ref().and_then(|v| v.believed),
@@ -216,7 +243,7 @@ pub fn run(args: SearchBench) -> Result<()> {
         _ => println!("  verified gain: none (nothing was kept)"),
     }
     println!(
-        "  false keeps: {} of {} (keeps whose fresh-seed improvement over their incumbent is not positive)",
+        "  false keeps: {} of {} (keeps whose fresh-seed interval over their incumbent does not lie above zero)",
         result.false_keeps, result.kept
     );
     let total = t.total.max(1e-9);
