@@ -159,6 +159,14 @@ fn dim_kind(key: &str, current: &P) -> Option<DimKind> {
     })
 }
 
+/// Whether `key` has an entry of its own in `dim_kind`'s table. The generic rules there are
+/// for floats: an integer const they matched (`SCALAR_HOLD_STEPS = 1` as a ratio in [0, 1])
+/// was drawn as a float, rounded back to its own value, and the turn proposed nothing.
+fn is_known_dial(key: &str) -> bool {
+    // NaN matches none of the generic rules, so only a named entry answers.
+    dim_kind(key, &P::Num(f64::NAN)).is_some()
+}
+
 /// One coordinate of a configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub enum P {
@@ -175,7 +183,7 @@ pub fn config_of(consts: &[Const]) -> Config {
     let mut cfg = Config::new();
     for c in consts {
         match &c.value {
-            Value::Int(v) if dim_kind(&c.name, &P::Num(*v as f64)).is_some() => {
+            Value::Int(v) if is_known_dial(&c.name) => {
                 cfg.insert(c.name.clone(), P::Num(*v as f64));
             }
             Value::Int(_) => {}
