@@ -74,7 +74,7 @@ fn train(parts: usize) -> Trained {
         model
             .params_mut()
             .into_iter()
-            .map(|(_, p)| p.clone().inner().into_data().to_vec::<f32>().expect("f32 parameters"))
+            .map(|(_, p)| p.clone().inner().into_data().try_to_vec::<f32>().expect("f32 parameters"))
             .collect()
     };
     let mut first = Vec::new();
@@ -98,7 +98,7 @@ fn train(parts: usize) -> Trained {
     }
     let (x, y) = rows(STEPS);
     let ids = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [ROWS, SEQ]), &device);
-    let loss = model.loss(ids(x), ids(y)).into_data().to_vec::<f32>().expect("f32 loss")[0] as f64;
+    let loss = model.loss(ids(x), ids(y)).into_data().try_to_vec::<f32>().expect("f32 loss")[0] as f64;
     Trained { after_first_step: first, held_out_loss: loss }
 }
 
