@@ -7,7 +7,8 @@
 //!   journal, an earlier run's checkpoint and the val/test shards (directly and through
 //!   prepare's loader), with a batch size that does not divide the rows: every read is
 //!   refused, the recorded val_bpb is the scorer's, the same rows are scored;
-//! - untimed training (the warm-up stretched to thousands of steps): crash `overtime`;
+//! - untimed training (the warm-up stretched to thousands of steps): crash `overtime`; so is
+//!   training past a tokens budget (the check skipped during the warm-up steps);
 //! - a seed that ignores `ar`'s offset: the repeated measurement is rejected (`seed`);
 //! - the audited variant, forced on smoke: an honest baseline is scored audited, and a
 //!   serving loop that commits log-probabilities its logits do not give is `tampered`.
@@ -144,6 +145,23 @@ fn test_untimed_training_before_the_clock_is_overtime() {
     // smoke: 4 s budget + 20 s allowance, plus the build.
     assert!(t.elapsed().as_secs() < 150, "killed at the allowance, not the hard timeout");
     assert_eq!(last_finished(&fx, "overtime")["crash"], "overtime");
+}
+
+#[test]
+fn test_training_past_a_tokens_budget_is_overtime() {
+    let fx = fixture();
+    // smoke: 1024 tokens per step, so the honest run stops after 8 steps.
+    with_baseline(&fx, "tokens-overrun", &["--budget", "tokens:8192"]);
+    fx.edit_train(
+        "        let looks_spent = (step > warmup || !budget.is_time())\n",
+        "        let looks_spent = step > warmup + 3\n",
+    );
+    let out = experiment(&fx, "the budget checked only after the warm-up");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("crash (overtime)"), "{}", text(&out));
+    let finished = last_finished(&fx, "tokens-overrun");
+    assert_eq!(finished["crash"], "overtime");
+    assert!(finished.to_string().contains("-token budget"), "the reason names the budget: {finished}");
 }
 
 #[test]

@@ -837,9 +837,10 @@ fn train() -> prepare::Result<()> {
         // The budget is checked every step; the loss is read (a device sync) only every
         // LOG_EVERY steps, every warm-up step, and when the budget looks spent, so the clock
         // is re-anchored to a true step boundary before stopping. Under a time budget the
-        // first `warmup` steps are off the clock (the original's 11).
+        // first `warmup` steps are off the clock (the original's 11); under a tokens or FLOPs
+        // budget they are work like any other, and the run stops when it is spent.
         let unsynced = last_sync.elapsed().as_secs_f64();
-        let looks_spent = step > warmup
+        let looks_spent = (step > warmup || !budget.is_time())
             && budget.spent(&Spent { training_seconds: total_training_time + unsynced, ..spent });
         if step <= warmup || steps_since_sync >= LOG_EVERY || looks_spent {
             let loss_f = loss_value.into_scalar::<f32>() as f64;

@@ -500,6 +500,22 @@ fn read_stats(
             ));
         }
     }
+    if let Budget::Tokens { tokens } = spec.budget {
+        // A run stops after the step that spends the budget, so every step but the last
+        // must have started inside it. (A FLOPs budget is not checked here: the record has
+        // no FLOP count of its own.)
+        let per_step = stats.total_tokens / stats.num_steps.max(1);
+        if stats.total_tokens.saturating_sub(per_step) >= tokens {
+            return Err((
+                CrashClass::Overtime,
+                format!(
+                    "the run trained {} tokens in {} steps for a {tokens}-token budget: stop after the step \
+                     that spends it (Budget::spent after every step; warm-up steps count under a tokens budget)",
+                    stats.total_tokens, stats.num_steps
+                ),
+            ));
+        }
+    }
     Ok(stats)
 }
 
