@@ -792,6 +792,8 @@ fn train() -> prepare::Result<()> {
     let hardware = Hardware::detect(gpu.clone());
     let peak_flops = hardware.peak_flops(false);
     let warmup = profile.warmup_steps;
+    // Under a time budget the warm-up steps cannot spend it; under a work budget they can.
+    let off_the_clock = |step: usize| budget.is_time() && step <= warmup;
     println!(
         "Batch: {device_batch} × {} tokens × {grad_accum_steps} accumulation = {tokens_per_step} tokens per step",
         profile.max_seq_len
@@ -840,7 +842,7 @@ fn train() -> prepare::Result<()> {
         // first `warmup` steps are off the clock (the original's 11); under a tokens or FLOPs
         // budget they are work like any other, and the run stops when it is spent.
         let unsynced = last_sync.elapsed().as_secs_f64();
-        let looks_spent = (step > warmup || !budget.is_time())
+        let looks_spent = !off_the_clock(step)
             && budget.spent(&Spent { training_seconds: total_training_time + unsynced, ..spent });
         if step <= warmup || steps_since_sync >= LOG_EVERY || looks_spent {
             let loss_f = loss_value.into_scalar::<f32>() as f64;
@@ -880,7 +882,7 @@ fn train() -> prepare::Result<()> {
                 println!("{line}");
             }
             let _ = std::io::stdout().flush();
-            if step > warmup && budget.spent(&spent) {
+            if !off_the_clock(step) && budget.spent(&spent) {
                 break;
             }
         }
