@@ -843,6 +843,28 @@ fn test_evolve_reads_history_from_git_commits() {
     assert!(matches!(propose(agent.as_mut(), repo.path(), &events, 4), Outcome::Changed { .. }));
 }
 
+/// Measurement noise that is a fixed function of the file, so every method sees the same draws.
+fn file_noise(text: &str) -> f64 {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    evolve::Rng::new(h).normal()
+}
+
+/// The incumbent a session ends on, chosen by measured score and judged by the truth.
+fn judged_incumbent(
+    proposed: &[String],
+    measured: impl Fn(&str) -> Option<f64>,
+    truth: impl Fn(&str) -> f64,
+) -> f64 {
+    let (mut best, mut incumbent) = (measured(TRAIN).unwrap(), truth(TRAIN));
+    for t in proposed {
+        let m = measured(t).unwrap();
+        if m < best {
+            (best, incumbent) = (m, truth(t));
+        }
+    }
+    incumbent
+}
+
 /// Not a check but the evidence behind evolve's design (run with `--ignored --nocapture`):
 /// mean and worst true regret of the final incumbent over 20 seeds, for toys with the
 /// optimum near, diagonal or far from the file's values, with and without measurement
@@ -867,13 +889,7 @@ fn bench_evolve_against_random_search() {
             let (lr, wd) = (value(t, "MATRIX_LR"), value(t, "WEIGHT_DECAY"));
             0.05 * ((lr / lr_opt).ln() / 0.5).powi(2) + 0.05 * ((wd - wd_opt) / 0.15).powi(2)
         };
-        // Noise is a fixed function of the file, so every method sees the same draws.
-        let measured = move |t: &str| {
-            let h = t
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-            Some(1.0 + truth(t) + noise * evolve::Rng::new(h).normal())
-        };
+        let measured = move |t: &str| Some(1.0 + truth(t) + noise * file_noise(t));
         let regret = |which: u8, seed: u64| -> f64 {
             let files: Files = Default::default();
             let (_, proposed) = match which {
@@ -887,15 +903,7 @@ fn bench_evolve_against_random_search() {
                     simulate(turns, prior_only, measured, files)
                 }
             };
-            // The incumbent is chosen by measured score and judged by the truth.
-            let (mut best, mut incumbent) = (measured(TRAIN).unwrap(), truth(TRAIN));
-            for t in &proposed {
-                let m = measured(t).unwrap();
-                if m < best {
-                    (best, incumbent) = (m, truth(t));
-                }
-            }
-            incumbent
+            judged_incumbent(&proposed, measured, truth)
         };
         let stats = |which: u8| {
             let r: Vec<f64> = (0..20).map(|seed| regret(which, seed)).collect();
@@ -936,43 +944,20 @@ fn bench_evolve_on_a_demo_like_landscape() {
             + bowl(value(t, "TOTAL_BATCH_SIZE").log2(), 12.0, 1.0, 0.02)
     };
     const NOISE: f64 = 0.005;
-    let measured = move |t: &str| {
-        let h =
-            t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-        Some(1.0 + truth(t) + NOISE * evolve::Rng::new(h).normal())
-    };
+    let measured = move |t: &str| Some(1.0 + truth(t) + NOISE * file_noise(t));
     let regret = |random: bool, seed: u64| -> f64 {
         let files: Files = Default::default();
-        let proposer = {
-            let files = files.clone();
-            let mut ev: Option<Evolve> = None;
-            move |repo: &Path, events: &[Event], n: u64, _: &Files| {
-                let files = files.clone();
-                let ev = ev.get_or_insert_with(|| {
-                    let reader = Box::new(move |_: &Path, c: &str| files.borrow().get(c).cloned());
-                    let mut e = Evolve::with_reader(seed, 256, reader);
-                    if random {
-                        e = Evolve::random(&AgentOptions {
-                            seed,
-                            max_seq_len: Some(256),
-                            ..Default::default()
-                        })
-                        .unwrap();
-                    }
-                    e
-                });
-                propose(ev, repo, events, n);
-            }
+        let (_, proposed) = if random {
+            let mut ev =
+                Evolve::random(&AgentOptions { seed, max_seq_len: Some(256), ..Default::default() }).unwrap();
+            let random = move |repo: &Path, events: &[Event], n: u64, _: &Files| {
+                propose(&mut ev, repo, events, n);
+            };
+            simulate(20, random, measured, files)
+        } else {
+            simulate(20, evolve_proposer(seed, 256), measured, files)
         };
-        let (_, proposed) = simulate(20, proposer, measured, files);
-        let (mut best, mut incumbent) = (measured(TRAIN).unwrap(), truth(TRAIN));
-        for t in &proposed {
-            let m = measured(t).unwrap();
-            if m < best {
-                (best, incumbent) = (m, truth(t));
-            }
-        }
-        incumbent
+        judged_incumbent(&proposed, measured, truth)
     };
     let stats = |random: bool| {
         let r: Vec<f64> = (0..40).map(|seed| regret(random, seed)).collect();
