@@ -216,3 +216,87 @@ fn test_kill_after_decided_then_resume() {
 fn test_kill_after_reset_then_resume() {
     kill_and_resume("after-reset");
 }
+
+/// Ctrl-C while a candidate's second pair is starting stops `ar` once: the pair is closed as
+/// interrupted, the candidate stays open with its first pair, the branch is on the best
+/// commit; the next `ar` call measures the rest and decides it. (It used to start the pair
+/// again and again, each abandoned at once, until a second Ctrl-C.)
+#[test]
+fn test_ctrl_c_during_a_later_pair_stops_once_and_the_next_call_finishes_the_candidate() {
+    let fx = fixture();
+    let tag = "ctrl-c-pair";
+    fx.start_branch(tag);
+    // A baseline whose matrices learn ten times too slowly: restoring the rate is better at
+    // every seed, and with α this small one pair is never enough — so a second pair starts.
+    fx.edit_train("const MATRIX_LR: f64 = 0.04;", "const MATRIX_LR: f64 = 0.004;");
+    fx.git(&["commit", "-qam", "a slow baseline"]);
+    let out = fx.ar(&[
+        "experiment",
+        "-m",
+        "baseline",
+        "--baseline-runs",
+        "2",
+        "--alpha",
+        "0.0001",
+        "--max-pairs",
+        "2",
+        "--budget",
+        "tokens:12288",
+        "--timeout",
+        "120",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let base = fx.head();
+    fx.edit_train("const MATRIX_LR: f64 = 0.004;", "const MATRIX_LR: f64 = 0.04;");
+    let mut child = fx
+        .command(&["experiment", "-m", "restore MATRIX_LR"])
+        .env("AR_FAILPOINT", "sigint:confirm-started")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let started = events(&fx.journal(tag), "started").len();
+            panic!("ar did not stop within 300 s of one Ctrl-C ({started} runs started)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "an interrupted experiment exits 3: {}", text(&out));
+    assert!(text(&out).contains("left undecided"), "{}", text(&out));
+    assert_no_training_left(&fx);
+    assert_eq!(fx.head(), base, "the branch is back on the best commit");
+    let journal = fx.journal(tag);
+    let candidate = events(&journal, "started").into_iter().find(|e| e["kind"] == "candidate").unwrap();
+    let id = candidate["id"].as_u64().unwrap();
+    let pair_two = format!("pair 2 of experiment {id}");
+    let pair_runs = |journal: &[serde_json::Value]| -> Vec<u64> {
+        events(journal, "started")
+            .iter()
+            .filter(|e| e["description"] == pair_two.as_str())
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
+    };
+    let interrupted = pair_runs(&journal);
+    assert_eq!(interrupted.len(), 1, "pair 2 was started once, not again and again: {interrupted:?}");
+    assert!(
+        events(&journal, "decided").iter().all(|d| d["id"] != id),
+        "the candidate is left undecided, not thrown away"
+    );
+
+    // The next call recovers first: it measures pair 2 again and decides the candidate.
+    let _ = fx.ar(&["experiment", "-m", "after the interruption", "--timeout", "120"]);
+    let journal = fx.journal(tag);
+    assert_consistent(&journal);
+    let decision =
+        events(&journal, "decided").into_iter().find(|d| d["id"] == id).expect("decided on resume");
+    let pairs = decision["decision"]["evidence"]["pairs"].as_u64().unwrap();
+    assert_eq!(pairs, 2, "decided on both pairs, the second measured after the interruption: {decision}");
+    assert_eq!(pair_runs(&journal).len(), 2, "pair 2 measured once more after the interruption");
+    let status = events(&journal, "decided").into_iter().find(|d| d["id"] == interrupted[0]).unwrap();
+    assert_eq!(status["decision"]["status"], "interrupted", "{status}");
+}

@@ -225,6 +225,11 @@ impl Session {
             let action = self.next_action(&state, id);
             match action {
                 Action::Close(run) => self.close_interrupted(run)?,
+                Action::Measure { kind, seed, .. } if self.stop.load(std::sync::atomic::Ordering::SeqCst) => {
+                    // Ctrl-C: every new run would be abandoned at once, so stop here and
+                    // leave the candidate open with the pairs it has; recovery resumes it.
+                    return self.leave_open(id, kind, seed);
+                }
                 Action::Measure { id: existing, kind, commit, seed } => {
                     let run = match existing {
                         Some(run) => run,
@@ -263,6 +268,38 @@ impl Session {
                 Action::Decide(decided) => return self.decide_candidate(id, decided, last),
             }
         }
+    }
+
+    /// Stops measuring candidate `id` on Ctrl-C without deciding it: the pairs measured stay
+    /// in the journal, the branch goes back to the best commit, and the next `ar experiment`,
+    /// `ar loop --resume` or `ar report --verify` measures the rest (see [`Session::recover`]).
+    fn leave_open(&mut self, id: u64, kind: RunKind, seed: u64) -> Result<Outcome> {
+        let best = self.best_commit();
+        if self.git.head()? != best {
+            self.git.reset_hard(&best)?;
+        }
+        journal::write_tsv(&self.dir, self.journal.events())?;
+        self.live.phase(id, "idle", "");
+        let next = match kind {
+            RunKind::Remeasure => format!("the incumbent's run for pair {}", seed + 1),
+            _ => format!("pair {}", seed + 1),
+        };
+        let commit = self.state().runs.get(&id).and_then(|r| r.commit.clone());
+        Ok(Outcome {
+            id,
+            status: Status::Interrupted,
+            crash: None,
+            commit,
+            decision: None,
+            peak_mem_mb: None,
+            test_bpb: None,
+            reason: format!(
+                "interrupted (Ctrl-C) before {next}; left undecided with the pairs it has: the next \
+                 `ar experiment` or `ar loop --resume` measures the rest"
+            ),
+            excerpt: None,
+            metric: self.workload.metric_name().to_string(),
+        })
     }
 
     /// Journals the start of a helper run of candidate `id` (its next pair, or the incumbent
