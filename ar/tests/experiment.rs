@@ -296,6 +296,11 @@ fn test_ctrl_c_during_a_later_pair_stops_once_and_the_next_call_finishes_the_can
         events(&journal, "decided").into_iter().find(|d| d["id"] == id).expect("decided on resume");
     let pairs = decision["decision"]["evidence"]["pairs"].as_u64().unwrap();
     assert_eq!(pairs, 2, "decided on both pairs, the second measured after the interruption: {decision}");
+    let reason = decision["decision"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("σ_d of tuning changes"),
+        "a learning rate is pooled with tuning changes: {reason}"
+    );
     assert_eq!(pair_runs(&journal).len(), 2, "pair 2 measured once more after the interruption");
     let status = events(&journal, "decided").into_iter().find(|d| d["id"] == interrupted[0]).unwrap();
     assert_eq!(status["decision"]["status"], "interrupted", "{status}");

@@ -369,3 +369,127 @@ fn measured_baseline_worked_example() {
     }
     assert_eq!(words, ["continue", "continue", "continue", "discard", "continue", "continue", "keep"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Heterogeneous sessions: tuning changes and structural changes carry different noise
+
+/// A demo-like session measured on two benches: 3 baselines spread by σ_x = 0.006; a change
+/// of learning rates, betas or schedule leaves the pair correlated (own σ_d 0.0001–0.0015),
+/// one that reshapes the model or the batches decorrelates it (σ_d up to √2·σ_x).
+const HET_SIGMA_X: f64 = 0.006;
+const TUNING_SIGMA_D: f64 = 0.0008;
+const STRUCTURAL_SIGMA_D: f64 = 0.0085;
+const HET_EARLIER: usize = 21; // every third earlier candidate is structural
+
+fn het_candidate(
+    rule: &Rule,
+    pool: &Pool,
+    improvement: f64,
+    sigma_d: f64,
+    rng: &mut Rng,
+) -> (Verdict, Vec<f64>) {
+    let mut diffs = Vec::new();
+    loop {
+        diffs.push(-improvement + sigma_d * rng.normal());
+        match decide(rule, &diffs, pool) {
+            Verdict::Continue(_) => continue,
+            v => return (v, diffs),
+        }
+    }
+}
+
+/// One session's pools after its baseline and HET_EARLIER candidates: (everything pooled,
+/// tuning changes only, structural changes only); each starts from the baseline prior.
+fn het_pools(rule: &Rule, per_class: bool, rng: &mut Rng) -> (Pool, Pool, Pool) {
+    let prior = Pool::from_baseline(&[
+        HET_SIGMA_X * rng.normal(),
+        HET_SIGMA_X * rng.normal(),
+        HET_SIGMA_X * rng.normal(),
+    ]);
+    let (mut all, mut tuning, mut structural) = (prior, prior, prior);
+    for i in 0..HET_EARLIER {
+        let is_structural = i % 3 == 2;
+        let sigma_d = if is_structural { STRUCTURAL_SIGMA_D } else { TUNING_SIGMA_D };
+        let improvement = sigma_d * (rng.normal() - 1.0);
+        let decided_on = match (per_class, is_structural) {
+            (false, _) => all,
+            (true, false) => tuning,
+            (true, true) => structural,
+        };
+        let (_, diffs) = het_candidate(rule, &decided_on, improvement, sigma_d, rng);
+        all.add_candidate(&diffs);
+        if is_structural { structural.add_candidate(&diffs) } else { tuning.add_candidate(&diffs) }
+    }
+    (all, tuning, structural)
+}
+
+/// Keep rate and mean pairs of candidates of one class and true `improvement`, decided on
+/// one pool for everything or on their class's pool, over SESSIONS simulated sessions.
+fn het_keep_rate(per_class: bool, structural: bool, improvement: f64, seed: u64) -> (f64, f64) {
+    let rule = Rule::default();
+    let mut rng = Rng(seed);
+    let (mut keeps, mut n, mut pairs) = (0usize, 0usize, 0usize);
+    for _ in 0..SESSIONS {
+        let (all, tuning, structural_pool) = het_pools(&rule, per_class, &mut rng);
+        let pool = match (per_class, structural) {
+            (false, _) => all,
+            (true, false) => tuning,
+            (true, true) => structural_pool,
+        };
+        let sigma_d = if structural { STRUCTURAL_SIGMA_D } else { TUNING_SIGMA_D };
+        for _ in 0..PER_SESSION {
+            let (v, diffs) = het_candidate(&rule, &pool, improvement, sigma_d, &mut rng);
+            keeps += matches!(v, Verdict::Keep(_)) as usize;
+            pairs += diffs.len();
+            n += 1;
+        }
+    }
+    (keeps as f64 / n as f64, pairs as f64 / n as f64)
+}
+
+/// One σ_d pooled over both kinds keeps zero-effect structural changes far above α: the
+/// tuning changes pull σ_d below their noise. Pooled per class (what `ar` does: see
+/// `ar/src/session/noise_class.rs`), each keeps below α, and tuning changes gain power
+/// because the structural changes no longer inflate their σ_d.
+#[test]
+fn per_class_noise_holds_alpha_where_one_pool_does_not() {
+    let alpha = Rule::default().alpha;
+    let mut table = Vec::new();
+    for per_class in [false, true] {
+        for (structural, sigma_d) in [(true, STRUCTURAL_SIGMA_D), (false, TUNING_SIGMA_D)] {
+            let rates: Vec<(f64, f64)> = [0.0, 2.0, 3.0]
+                .iter()
+                .enumerate()
+                .map(|(k, z)| het_keep_rate(per_class, structural, z * sigma_d, 100 + k as u64))
+                .collect();
+            println!(
+                "{:<9} {:<10} keeps at Δ = 0, 2σ_d, 3σ_d: {:.4}, {:.4}, {:.4} ({:.2} pairs at 0)",
+                if per_class { "per class" } else { "one pool" },
+                if structural { "structural" } else { "tuning" },
+                rates[0].0,
+                rates[1].0,
+                rates[2].0,
+                rates[0].1
+            );
+            table.push(rates);
+        }
+    }
+    let (one_structural, one_tuning, class_structural, class_tuning) =
+        (&table[0], &table[1], &table[2], &table[3]);
+    let se = |p: f64| (p * (1.0 - p) / (SESSIONS * PER_SESSION) as f64).sqrt();
+    assert!(
+        one_structural[0].0 > 2.0 * alpha,
+        "one pool is not conservative for structural changes: {one_structural:?}"
+    );
+    for rates in [class_structural, class_tuning, one_tuning] {
+        assert!(rates[0].0 + 3.0 * se(rates[0].0) <= alpha, "{rates:?}");
+    }
+    assert!(
+        class_tuning[1].0 > 1.5 * one_tuning[1].0,
+        "tuning power at 2σ_d: {class_tuning:?} vs {one_tuning:?}"
+    );
+    assert!(
+        class_tuning[2].0 > 1.5 * one_tuning[2].0,
+        "tuning power at 3σ_d: {class_tuning:?} vs {one_tuning:?}"
+    );
+}

@@ -90,7 +90,7 @@ pub fn parse(source: &str) -> Result<Vec<Const>> {
 }
 
 /// `[pub[(crate)]] const NAME: TYPE = EXPR; …` → (name, type, value, span of EXPR).
-fn parse_line(line: &str) -> Option<(String, String, Value, (usize, usize))> {
+pub(crate) fn parse_line(line: &str) -> Option<(String, String, Value, (usize, usize))> {
     let indent = line.len() - line.trim_start().len();
     let mut rest = &line[indent..];
     for vis in ["pub(crate) ", "pub "] {

@@ -3,6 +3,7 @@
 //!
 //! - this module: opening (what a session fixes when it is created), the lock, the tree;
 //! - [`state`]: the journal folded into runs, pairs, the incumbent and the noise pool;
+//! - [`noise_class`]: which earlier candidates a candidate's σ_d is pooled with;
 //! - [`step`]: the experiment step — guard, commit, then paired measurements (candidate and
 //!   incumbent at the same seed index) until the sequential rule (`stats`) keeps or
 //!   discards — and the baseline, the end-of-session verification and recovery.
@@ -14,6 +15,7 @@
 //! to prove it.
 
 mod command;
+pub mod noise_class;
 pub mod pool;
 pub mod state;
 pub mod step;
@@ -125,6 +127,8 @@ pub struct Session {
     /// What is optimised: this repository's GPT or a declared command workload, fixed when
     /// the session was created (a changed `autoresearch.toml` refuses the resume).
     pub workload: crate::workload::Workload,
+    /// Each candidate's noise class, read once from its diff (a commit never changes).
+    noise_classes: std::sync::Mutex<std::collections::HashMap<u64, noise_class::NoiseClass>>,
     _lock: File,
 }
 
@@ -366,6 +370,7 @@ impl Session {
             cache_root: prepare::cache::cache_root(),
             job_env: Vec::new(),
             workload,
+            noise_classes: Default::default(),
             _lock: lock,
         };
         if !resumed || how != Open::Attach {

@@ -212,12 +212,15 @@ impl State {
         self.pool = pool;
     }
 
-    /// The pool as it was before candidate `id` was decided (its own pairs excluded).
-    pub fn pool_before(&self, events: &[Event], id: u64) -> Pool {
+    /// The pool as it was before candidate `id` was decided (its own pairs excluded), from
+    /// the baseline prior and the earlier candidates `same_class` admits (those of `id`'s
+    /// noise class: see [`super::noise_class`]).
+    pub fn pool_before(&self, events: &[Event], id: u64, same_class: impl Fn(u64) -> bool) -> Pool {
         let mut pool = Pool::from_baseline(&self.baseline_values);
         for e in events {
             if let Event::Decided { id: d, decision, .. } = e
                 && *d != id
+                && same_class(*d)
                 && self.runs.get(d).is_some_and(|r| r.kind == RunKind::Candidate)
                 && matches!(decision.status, Status::Keep | Status::Discard)
                 && decision_order(events, *d) < decision_order(events, id)

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use super::noise_class::{self, NoiseClass};
 use super::state::{Result_, Run};
 use super::{Outcome, RunOutcome, SET_ASIDE, Session};
 use crate::exec::build::{self as cargo_build, BuildSpec};
@@ -448,7 +449,8 @@ impl Session {
         {
             return Action::Close(r.id);
         }
-        let pool = state.pool_before(self.journal.events(), id);
+        let class = self.noise_class(state, id);
+        let pool = state.pool_before(self.journal.events(), id, |d| self.noise_class(state, d) == class);
         let mut diffs = Vec::new();
         let mut seeds = Vec::new();
         for j in 0..self.rule.paired.max_pairs.max(1) as u64 {
@@ -520,6 +522,24 @@ impl Session {
             &pool,
         );
         Action::Decide(Decided::Rule(verdict, seeds))
+    }
+
+    /// Candidate `id`'s noise class: which earlier candidates its σ_d is pooled with.
+    pub(crate) fn noise_class(&self, state: &super::State, id: u64) -> NoiseClass {
+        if !matches!(self.workload, crate::workload::Workload::Gpt) {
+            return NoiseClass::Code;
+        }
+        if let Some(class) = self.noise_classes.lock().unwrap().get(&id) {
+            return *class;
+        }
+        let Some(run) = state.runs.get(&id) else { return NoiseClass::Code };
+        let Some(commit) = &run.commit else { return NoiseClass::Code };
+        let class = match (self.git.show(&run.parent, TRAIN_FILE), self.git.show(commit, TRAIN_FILE)) {
+            (Ok(before), Ok(after)) => noise_class::classify(&before, &after),
+            _ => NoiseClass::Code,
+        };
+        self.noise_classes.lock().unwrap().insert(id, class);
+        class
     }
 
     fn crash_reason(&self, runs: &[&Run]) -> String {
@@ -631,7 +651,14 @@ impl Session {
                     Verdict::Discard(_, why) => (Status::Discard, format!("discarded: {why}")),
                     Verdict::Continue(_) => (Status::Discard, "discarded: no verdict".to_string()),
                 };
-                (status, format!("{} — {why}", ev.line()), Some(record), Some(ev.delta))
+                let noise = match self.noise_class(&state, id) {
+                    _ if self.rule.strict() => String::new(),
+                    NoiseClass::Code if !matches!(self.workload, crate::workload::Workload::Gpt) => {
+                        String::new()
+                    }
+                    class => format!(" (σ_d of {} changes)", class.name()),
+                };
+                (status, format!("{}{noise} — {why}", ev.line()), Some(record), Some(ev.delta))
             }
             Decided::Crash { class, seed, reason } if *seed == 0 => {
                 (crash_status(*class), reason.clone(), None, None)
