@@ -220,10 +220,10 @@ impl State {
         for e in events {
             if let Event::Decided { id: d, decision, .. } = e
                 && *d != id
-                && same_class(*d)
                 && self.runs.get(d).is_some_and(|r| r.kind == RunKind::Candidate)
                 && matches!(decision.status, Status::Keep | Status::Discard)
                 && decision_order(events, *d) < decision_order(events, id)
+                && same_class(*d)
             {
                 pool.add_candidate(&self.pairs(*d).0);
             }
