@@ -53,9 +53,20 @@ fn baseline_pool(rng: &mut Rng) -> Pool {
 
 /// A candidate measured pair by pair until the rule stops: the final verdict and its pairs.
 fn candidate(rule: &Rule, pool: &Pool, improvement: f64, rng: &mut Rng) -> (Verdict, Vec<f64>) {
+    candidate_with_noise(rule, pool, improvement, SIGMA_D, rng)
+}
+
+/// The same, for pairs whose differences spread by `sigma_d`.
+fn candidate_with_noise(
+    rule: &Rule,
+    pool: &Pool,
+    improvement: f64,
+    sigma_d: f64,
+    rng: &mut Rng,
+) -> (Verdict, Vec<f64>) {
     let mut diffs = Vec::new();
     loop {
-        diffs.push(-improvement + SIGMA_D * rng.normal());
+        diffs.push(-improvement + sigma_d * rng.normal());
         match decide(rule, &diffs, pool) {
             Verdict::Continue(_) => continue,
             v => return (v, diffs),
@@ -381,23 +392,6 @@ const TUNING_SIGMA_D: f64 = 0.0008;
 const STRUCTURAL_SIGMA_D: f64 = 0.0085;
 const HET_EARLIER: usize = 21; // every third earlier candidate is structural
 
-fn het_candidate(
-    rule: &Rule,
-    pool: &Pool,
-    improvement: f64,
-    sigma_d: f64,
-    rng: &mut Rng,
-) -> (Verdict, Vec<f64>) {
-    let mut diffs = Vec::new();
-    loop {
-        diffs.push(-improvement + sigma_d * rng.normal());
-        match decide(rule, &diffs, pool) {
-            Verdict::Continue(_) => continue,
-            v => return (v, diffs),
-        }
-    }
-}
-
 /// One session's pools after its baseline and HET_EARLIER candidates: (everything pooled,
 /// tuning changes only, structural changes only); each starts from the baseline prior.
 fn het_pools(rule: &Rule, per_class: bool, rng: &mut Rng) -> (Pool, Pool, Pool) {
@@ -416,7 +410,7 @@ fn het_pools(rule: &Rule, per_class: bool, rng: &mut Rng) -> (Pool, Pool, Pool) 
             (true, false) => tuning,
             (true, true) => structural,
         };
-        let (_, diffs) = het_candidate(rule, &decided_on, improvement, sigma_d, rng);
+        let (_, diffs) = candidate_with_noise(rule, &decided_on, improvement, sigma_d, rng);
         all.add_candidate(&diffs);
         if is_structural { structural.add_candidate(&diffs) } else { tuning.add_candidate(&diffs) }
     }
@@ -438,7 +432,7 @@ fn het_keep_rate(per_class: bool, structural: bool, improvement: f64, seed: u64)
         };
         let sigma_d = if structural { STRUCTURAL_SIGMA_D } else { TUNING_SIGMA_D };
         for _ in 0..PER_SESSION {
-            let (v, diffs) = het_candidate(&rule, &pool, improvement, sigma_d, &mut rng);
+            let (v, diffs) = candidate_with_noise(&rule, &pool, improvement, sigma_d, &mut rng);
             keeps += matches!(v, Verdict::Keep(_)) as usize;
             pairs += diffs.len();
             n += 1;
