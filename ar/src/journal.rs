@@ -164,6 +164,10 @@ pub struct EvidenceRecord {
     /// The seed indexes of the pairs.
     #[serde(default)]
     pub seeds: Vec<u64>,
+    /// The noise class whose σ_d the decision used (`tuning`, `structural`, `code`; see
+    /// `session::noise_class`); absent for the strict rule and in journals written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 /// What a session fixes when it is created, so no later call can change it: the budget,

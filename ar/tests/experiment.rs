@@ -289,7 +289,7 @@ fn test_ctrl_c_during_a_later_pair_stops_once_and_the_next_call_finishes_the_can
     );
 
     // The next call recovers first: it measures pair 2 again and decides the candidate.
-    let _ = fx.ar(&["experiment", "-m", "after the interruption", "--timeout", "120"]);
+    let resumed = fx.ar(&["experiment", "-m", "after the interruption", "--timeout", "120"]);
     let journal = fx.journal(tag);
     assert_consistent(&journal);
     let decision =
@@ -301,7 +301,30 @@ fn test_ctrl_c_during_a_later_pair_stops_once_and_the_next_call_finishes_the_can
         reason.contains("σ_d of tuning changes"),
         "a learning rate is pooled with tuning changes: {reason}"
     );
+    assert_eq!(
+        decision["decision"]["evidence"]["class"], "tuning",
+        "the journal records the class: {decision}"
+    );
     assert_eq!(pair_runs(&journal).len(), 2, "pair 2 measured once more after the interruption");
     let status = events(&journal, "decided").into_iter().find(|d| d["id"] == interrupted[0]).unwrap();
     assert_eq!(status["decision"]["status"], "interrupted", "{status}");
+
+    // One more tuning change: the summary line, the agent's digest and the report give σ_d
+    // per class, as this (the class's latest) decision used it, not one pooled over all.
+    assert!(text(&resumed).contains("nothing to test"), "{}", text(&resumed));
+    // (The branch holds whichever of the two rates the decision left on it.)
+    let rate = if fx.train_file().contains("const MATRIX_LR: f64 = 0.004;") { "0.004" } else { "0.04" };
+    fx.edit_train(&format!("const MATRIX_LR: f64 = {rate};"), "const MATRIX_LR: f64 = 0.02;");
+    let out = fx.ar(&["experiment", "-m", "MATRIX_LR 0.02", "--timeout", "120"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let journal = fx.journal(tag);
+    let last = events(&journal, "decided").into_iter().last().unwrap().clone();
+    assert_eq!(last["decision"]["evidence"]["class"], "tuning", "{last}");
+    let sigma_d = last["decision"]["evidence"]["sigma_d"].as_f64().unwrap();
+    let per_class = format!("σ_d {sigma_d:.6} for tuning changes");
+    assert!(text(&out).contains(&per_class), "summary line lacks {per_class:?}: {}", text(&out));
+    let digest = text(&fx.ar(&["report", "--format", "digest", "--tag", tag]));
+    assert!(digest.contains(&format!("sigma_d {sigma_d:.6} for tuning changes")), "{digest}");
+    let md = text(&fx.ar(&["report", "--format", "md", "--tag", tag]));
+    assert!(md.contains(&format!("{sigma_d:.6} for tuning changes")) && md.contains("σ_d (class)"), "{md}");
 }

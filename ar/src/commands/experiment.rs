@@ -12,6 +12,7 @@ use clap::Args;
 
 use super::session_args::SessionArgs;
 use crate::journal::Status;
+use crate::report::model::Model;
 use crate::session::{Open, Session};
 
 #[derive(Debug, Args)]
@@ -52,16 +53,26 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     }))
 }
 
-/// One line on where the session stands.
+/// One line on where the session stands. Under the paired rule σ_d is given per noise
+/// class (each class is pooled apart), as each class's latest decision used it.
 pub fn summary_line(session: &Session) -> String {
     let state = session.state();
     let best = session.best_commit();
+    let classes = Model::from_events(session.journal.events()).sigma_by_class();
+    let noise = if classes.is_empty() {
+        format!(
+            "σ_d {} ({} dof)",
+            state.sigma().map_or("–".to_string(), |s| format!("{s:.6}")),
+            state.pool.dof()
+        )
+    } else {
+        let per: Vec<String> = classes.iter().map(|c| c.phrase()).collect();
+        format!("σ_d {}", per.join(", "))
+    };
     format!(
-        "best: {} at {} | σ_d {} ({} dof) | journal: {}",
+        "best: {} at {} | {noise} | journal: {}",
         state.best().map_or("–".to_string(), |b| format!("{b:.6}")),
         &best[..7.min(best.len())],
-        state.sigma().map_or("–".to_string(), |s| format!("{s:.6}")),
-        state.pool.dof(),
         session.journal.path().display()
     )
 }

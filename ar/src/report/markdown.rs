@@ -529,7 +529,16 @@ fn noise(o: &mut String, m: &Model) {
 /// The paired rule's evidence per decided candidate.
 fn paired_noise(o: &mut String, m: &Model) {
     let base = m.baseline_values();
+    let classes = m.sigma_by_class();
     let mut s = match m.sigma() {
+        _ if !classes.is_empty() => {
+            let per: Vec<String> =
+                classes.iter().map(|c| format!("{} ({} decided)", c.phrase(), c.decided)).collect();
+            format!(
+                "σ of paired differences, pooled per class of change, at each class's latest decision: {}.",
+                per.join("; ")
+            )
+        }
         Some(sd) => format!("σ of paired differences (pooled) = {sd:.6} at the last decision."),
         None => "No noise estimate yet.".to_string(),
     };
@@ -549,19 +558,28 @@ fn paired_noise(o: &mut String, m: &Model) {
     if decided.is_empty() {
         return;
     }
-    line(o, "| # | decision | pairs | Δ (mean paired) | se | confident | needed | what |".to_string());
-    line(o, "|---|---|---|---|---|---|---|---|".to_string());
+    line(
+        o,
+        "| # | decision | pairs | Δ (mean paired) | se | σ_d (class) | confident | needed | what |"
+            .to_string(),
+    );
+    line(o, "|---|---|---|---|---|---|---|---|---|".to_string());
     for r in decided {
         let e = r.evidence.as_ref().expect("filtered");
         line(
             o,
             format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.id,
                 r.outcome.label(),
                 e.pairs,
                 signed(e.delta),
                 e.se.map_or("–".to_string(), |x| format!("{x:.6}")),
+                match (e.sigma_d, &e.class) {
+                    (Some(sd), Some(c)) => format!("{sd:.6} ({c})"),
+                    (Some(sd), None) => format!("{sd:.6}"),
+                    (None, _) => "–".to_string(),
+                },
                 e.confidence.map_or("–".to_string(), |c| format!("{:.1} %", 100.0 * c)),
                 e.needed.map_or("–".to_string(), |c| format!("{:.1} %", 100.0 * c)),
                 cell(&r.what(), 50)

@@ -55,6 +55,25 @@ impl Outcome {
     }
 }
 
+/// One noise class's σ_d at its latest decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassNoise {
+    /// `tuning`, `structural` or `code`.
+    pub class: String,
+    pub sigma_d: f64,
+    /// Degrees of freedom σ_d rested on at that decision.
+    pub dof: f64,
+    /// Candidates of this class decided on the paired rule.
+    pub decided: usize,
+}
+
+impl ClassNoise {
+    /// `0.000812 for tuning changes (14 dof)`.
+    pub fn phrase(&self) -> String {
+        format!("{:.6} for {} changes ({:.0} dof)", self.sigma_d, self.class, self.dof)
+    }
+}
+
 /// One experiment, everything the journal says about it.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -500,6 +519,26 @@ impl Model {
         self.best_steps.iter().rev().find_map(|s| s.sigma).or_else(|| sample_std(&self.baseline_values()))
     }
 
+    /// The paired rule's σ_d per noise class, each as its class's latest decision used it
+    /// (the rule pools each class apart: see `session::noise_class`), in the order the
+    /// classes first appear. Empty for journals that do not record the class.
+    pub fn sigma_by_class(&self) -> Vec<ClassNoise> {
+        let mut out: Vec<ClassNoise> = Vec::new();
+        for r in self.rows.iter().filter(|r| r.kind == RunKind::Candidate) {
+            let Some(e) = &r.evidence else { continue };
+            let (Some(class), Some(sigma_d)) = (&e.class, e.sigma_d) else { continue };
+            match out.iter_mut().find(|c| &c.class == class) {
+                Some(c) => {
+                    c.sigma_d = sigma_d;
+                    c.dof = e.dof;
+                    c.decided += 1;
+                }
+                None => out.push(ClassNoise { class: class.clone(), sigma_d, dof: e.dof, decided: 1 }),
+            }
+        }
+        out
+    }
+
     /// The margin a candidate had to beat at the last decision that reported one.
     pub fn margin(&self) -> Option<f64> {
         self.rows.iter().rev().filter(|r| r.reason.is_some()).find_map(|r| r.margin)
@@ -794,6 +833,46 @@ pub fn utc(unix: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decided(id: u64, kind: RunKind, class: Option<&str>, sigma_d: f64, dof: f64) -> Row {
+        let mut r = Row::new(id, 0.0, kind);
+        r.evidence = Some(crate::journal::EvidenceRecord {
+            pairs: 1,
+            delta: -0.001,
+            se: Some(sigma_d),
+            sigma_d: Some(sigma_d),
+            dof,
+            confidence: Some(0.5),
+            needed: Some(0.99),
+            seeds: vec![0],
+            class: class.map(str::to_string),
+        });
+        r
+    }
+
+    #[test]
+    fn test_sigma_by_class_reports_each_class_at_its_latest_decision() {
+        let mut m = Model::from_events(&[]);
+        assert!(m.sigma_by_class().is_empty(), "nothing decided, nothing to report");
+        m.rows = vec![
+            decided(4, RunKind::Candidate, Some("tuning"), 0.0053, 2.0),
+            decided(5, RunKind::Candidate, Some("structural"), 0.0071, 2.0),
+            decided(6, RunKind::Candidate, Some("tuning"), 0.0031, 4.0),
+            // A helper run's record and a journal written before classes were recorded
+            // count for nothing.
+            decided(7, RunKind::Confirm, Some("tuning"), 0.9, 9.0),
+            decided(8, RunKind::Candidate, None, 0.9, 9.0),
+        ];
+        let classes = m.sigma_by_class();
+        assert_eq!(
+            classes,
+            vec![
+                ClassNoise { class: "tuning".into(), sigma_d: 0.0031, dof: 4.0, decided: 2 },
+                ClassNoise { class: "structural".into(), sigma_d: 0.0071, dof: 2.0, decided: 1 },
+            ]
+        );
+        assert_eq!(classes[0].phrase(), "0.003100 for tuning changes (4 dof)");
+    }
 
     #[test]
     fn test_topic_groups_descriptions_by_what_they_change() {

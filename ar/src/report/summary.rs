@@ -270,10 +270,24 @@ fn digest_gpt_words(m: &Model) -> String {
         None => line(format!("Baseline val_bpb {base}. Nothing kept yet.")),
     }
     if m.paired() {
+        let classes = m.sigma_by_class();
+        let spread = if classes.is_empty() {
+            format!("sigma_d {}", s.sigma.map_or("unknown".to_string(), |x| format!("{x:.6}")))
+        } else if m.workload().is_some() {
+            let per: Vec<String> = classes.iter().map(|c| c.phrase()).collect();
+            format!("sigma_d {}", per.join(", "))
+        } else {
+            // Each class is pooled apart: an agent learns which changes are cheap to confirm.
+            let per: Vec<String> = classes.iter().map(|c| c.phrase()).collect();
+            format!(
+                "sigma_d {} (tuning: rates, betas, schedule, decay; structural: {}; code: anything else)",
+                per.join(", "),
+                crate::session::noise_class::STRUCTURAL_DIALS.join(", ")
+            )
+        };
         line(format!(
-            "Noise: paired differences spread by sigma_d {}; a keep needs the paired test to be confident, \
-             a clearly worse change is dropped after one pair.",
-            s.sigma.map_or("unknown".to_string(), |x| format!("{x:.6}"))
+            "Noise: paired differences spread by {spread}; a keep needs the paired test to be confident, \
+             a clearly worse change is dropped after one pair."
         ));
     } else if let (Some(best), Some(margin)) = (&s.best, s.margin) {
         line(format!(

@@ -626,6 +626,7 @@ impl Session {
             Decided::Rule(verdict, seeds) => {
                 let ev = verdict.evidence();
                 let n = ev.pairs;
+                let class = (!self.rule.strict()).then(|| self.noise_class(&state, id));
                 let record = EvidenceRecord {
                     pairs: n,
                     delta: ev.delta,
@@ -635,6 +636,7 @@ impl Session {
                     confidence: ev.confidence,
                     needed: (!self.rule.strict()).then(|| self.rule.paired.needed(n)),
                     seeds: seeds.clone(),
+                    class: class.map(|c| c.name().to_string()),
                 };
                 let (status, why) = match verdict {
                     Verdict::Keep(_) if self.rule.strict() => {
@@ -651,12 +653,12 @@ impl Session {
                     Verdict::Discard(_, why) => (Status::Discard, format!("discarded: {why}")),
                     Verdict::Continue(_) => (Status::Discard, "discarded: no verdict".to_string()),
                 };
-                let noise = match self.noise_class(&state, id) {
-                    _ if self.rule.strict() => String::new(),
-                    NoiseClass::Code if !matches!(self.workload, crate::workload::Workload::Gpt) => {
+                let noise = match class {
+                    None => String::new(),
+                    Some(NoiseClass::Code) if !matches!(self.workload, crate::workload::Workload::Gpt) => {
                         String::new()
                     }
-                    class => format!(" (σ_d of {} changes)", class.name()),
+                    Some(class) => format!(" (σ_d of {} changes)", class.name()),
                 };
                 (status, format!("{}{noise} — {why}", ev.line()), Some(record), Some(ev.delta))
             }
