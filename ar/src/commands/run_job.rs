@@ -13,6 +13,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::exec::job::{self, Quiet, RunDir};
+use crate::journal::CrashClass;
 
 #[derive(Debug, Args)]
 pub struct RunJobArgs {
@@ -25,7 +26,13 @@ pub fn run(args: RunJobArgs) -> Result<ExitCode> {
     let spec = dir.read_spec()?;
     let stop = Arc::new(AtomicBool::new(false));
     crate::interrupt::install(stop.clone());
-    let outcome = job::run(&dir, &spec, &mut Quiet, &stop)?;
+    let mut outcome = job::run(&dir, &spec, &mut Quiet, &stop)?;
+    if outcome.crash == Some(CrashClass::Interrupted) {
+        // A job is stopped by SIGTERM, which may not come from a person at a terminal.
+        outcome.reason = Some(
+            "stopped by a signal to the job (scancel, preemption, its time limit, or Ctrl-C of ar)".into(),
+        );
+    }
     dir.write_outcome(&outcome)?;
     Ok(ExitCode::SUCCESS)
 }
