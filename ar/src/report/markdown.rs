@@ -147,7 +147,7 @@ fn setup(o: &mut String, m: &Model) {
     } else if r.kind == "paired" {
         format!(
             "paired sequential test: each candidate run is paired with the incumbent's run at the same seed \
-             offset; after each pair a t-test on the pooled σ of paired differences keeps (when confident; \
+             offset; after each pair a t-test on the σ of paired differences (pooled per class of change) keeps (when confident; \
              false-keep rate {} % over all looks), discards (when not even better) or asks for one more pair, \
              up to {}; {} baseline runs start the noise estimate",
             100.0 * r.alpha,
@@ -532,8 +532,15 @@ fn paired_noise(o: &mut String, m: &Model) {
     let classes = m.sigma_by_class();
     let mut s = match m.sigma() {
         _ if !classes.is_empty() => {
-            let per: Vec<String> =
-                classes.iter().map(|c| format!("{} ({} decided)", c.phrase(), c.decided)).collect();
+            let per: Vec<String> = classes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{:.6} for {} changes ({:.0} dof, {} decided)",
+                        c.sigma_d, c.class, c.dof, c.decided
+                    )
+                })
+                .collect();
             format!(
                 "σ of paired differences, pooled per class of change, at each class's latest decision: {}.",
                 per.join("; ")
