@@ -273,17 +273,19 @@ fn digest_gpt_words(m: &Model) -> String {
         let classes = m.sigma_by_class();
         let spread = if classes.is_empty() {
             format!("sigma_d {}", s.sigma.map_or("unknown".to_string(), |x| format!("{x:.6}")))
-        } else if m.workload().is_some() {
-            let per: Vec<String> = classes.iter().map(|c| c.phrase()).collect();
-            format!("sigma_d {}", per.join(", "))
         } else {
-            // Each class is pooled apart: an agent learns which changes are cheap to confirm.
             let per: Vec<String> = classes.iter().map(|c| c.phrase()).collect();
-            format!(
-                "sigma_d {} (tuning: rates, betas, schedule, decay; structural: {}; code: anything else)",
-                per.join(", "),
-                crate::session::noise_class::STRUCTURAL_DIALS.join(", ")
-            )
+            // Each class is pooled apart: an agent learns which changes are cheap to confirm.
+            // A declared workload's changes are all code, so the dials need no legend there.
+            let legend = if m.workload().is_some() {
+                String::new()
+            } else {
+                format!(
+                    " (tuning: rates, betas, schedule, decay; structural: {}; code: anything else)",
+                    crate::session::noise_class::STRUCTURAL_DIALS.join(", ")
+                )
+            };
+            format!("sigma_d {}{legend}", per.join(", "))
         };
         line(format!(
             "Noise: paired differences spread by {spread}; a keep needs the paired test to be confident, \
