@@ -8,15 +8,17 @@
 //!   rewards faster code;
 //! - `tokens:N` — N training tokens, whatever the time; rewards better learning per token and
 //!   gives the same result on a quiet and on a loaded machine;
-//! - `flops:X` — X model FLOPs (the train file's own per-token estimate × tokens); rewards
-//!   better learning per FLOP, so a bigger model gets proportionally fewer tokens.
+//! - `flops:X` — X model FLOPs (the train file's own per-token estimate × tokens, but never
+//!   less per token than [`flops_floor_per_token`] of its checkpoint); rewards better
+//!   learning per FLOP, so a bigger model gets proportionally fewer tokens.
 //!
 //! The budget is chosen when a session is created (the profile's by default), recorded on
 //! every result and never mixed within a session. `ar` hands it to the train program in
 //! `AR_BUDGET`; the train program asks [`Budget::progress`] where it stands after each step
 //! (its learning-rate schedules run on that progress) and stops when [`Budget::spent`].
 //! `ar` enforces it from outside as well: a time-budgeted run that outlives the budget plus
-//! the profile's start-up allowance is killed and recorded as `overtime`.
+//! the profile's start-up allowance is killed and recorded as `overtime`, and so is a run
+//! whose own record shows more than the last step spent past a tokens or FLOPs budget.
 
 use std::fmt;
 
@@ -133,6 +135,24 @@ impl Budget {
     }
 }
 
+/// The fewest FLOPs per token a model with these parameter shapes is charged under a FLOPs
+/// budget, whatever the train file counts: 6 (forward + backward) per weight of every matrix
+/// that is not a vocabulary table. The count is the train file's, and an edit that halves it
+/// would buy twice the training; the checkpoint's shapes are not its to misstate, since the
+/// scorer serves the model from them. Tables with `vocab` rows or columns are left out
+/// (embeddings are lookups; the head goes with them, so tying it costs nothing), as are
+/// vectors and attention's own FLOPs, so an honest count is never below the floor. A sparse
+/// model (mixture of experts) that touches fewer weights per token is charged for all of
+/// them: research on those belongs under a tokens budget.
+pub fn flops_floor_per_token(shapes: &[Vec<usize>], vocab: usize) -> f64 {
+    let weights: usize = shapes
+        .iter()
+        .filter(|s| s.len() == 2 && !s.contains(&vocab))
+        .map(|s| s.iter().product::<usize>())
+        .sum();
+    6.0 * weights as f64
+}
+
 impl fmt::Display for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -189,5 +209,14 @@ mod tests {
         assert!(k.spent(&s));
         let over = Spent { training_seconds: 50.0, ..s };
         assert_eq!(t.progress(&over), 1.0, "progress is clamped");
+    }
+
+    #[test]
+    fn test_the_flops_floor_counts_matrices_but_not_vocabulary_tables_or_vectors() {
+        let vocab = 1024;
+        // Token embedding, two blocks' matrices, a norm's scale, the head.
+        let shapes = vec![vec![vocab, 64], vec![64, 192], vec![64, 64], vec![64], vec![64, vocab]];
+        assert_eq!(flops_floor_per_token(&shapes, vocab), 6.0 * (64.0 * 192.0 + 64.0 * 64.0));
+        assert_eq!(flops_floor_per_token(&[], vocab), 0.0);
     }
 }

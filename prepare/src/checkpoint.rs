@@ -119,6 +119,18 @@ impl Checkpoint {
 
     /// Reads a checkpoint, refusing anything malformed or larger than `limit` bytes.
     pub fn read_from(r: impl Read, limit: u64) -> Result<Checkpoint> {
+        Checkpoint::parse(r, limit, true)
+    }
+
+    /// The shapes of a checkpoint's tensors, in order, read past their values without
+    /// keeping them (what `ar` needs to charge a FLOPs budget; a checkpoint may be GBs).
+    /// Refuses what [`Checkpoint::read_from`] refuses.
+    pub fn shapes_from(r: impl Read, limit: u64) -> Result<Vec<Vec<usize>>> {
+        let ck = Checkpoint::parse(r, limit, false)?;
+        Ok(ck.tensors.into_iter().map(|t| t.shape).collect())
+    }
+
+    fn parse(r: impl Read, limit: u64, keep_values: bool) -> Result<Checkpoint> {
         let mut r = Limited { inner: BufReader::with_capacity(1 << 20, r), left: limit };
         let mut magic = [0u8; 8];
         r.exact(&mut magic)?;
@@ -152,8 +164,13 @@ impl Checkpoint {
             if numel.saturating_mul(4) > r.left {
                 return Err(bad(format!("tensor '{name}' claims {numel} values, more than the file holds")));
             }
-            let raw = r.bytes(numel as usize * 4)?;
-            let values = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values = if keep_values {
+                let raw = r.bytes(numel as usize * 4)?;
+                raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            } else {
+                r.skip(numel * 4)?;
+                Vec::new()
+            };
             tensors.push(NamedTensor { name, shape, values });
         }
         Ok(Checkpoint { meta, tensors })
@@ -206,6 +223,17 @@ impl<R: Read> Limited<R> {
         Ok(v)
     }
 
+    /// Reads past `n` bytes in bounded chunks.
+    fn skip(&mut self, mut n: u64) -> Result<()> {
+        let mut buf = vec![0u8; (1 << 16).min(n as usize)];
+        while n > 0 {
+            let take = n.min(buf.len() as u64) as usize;
+            self.exact(&mut buf[..take])?;
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
     fn u32(&mut self) -> Result<u32> {
         let mut b = [0u8; 4];
         self.exact(&mut b)?;
@@ -243,6 +271,8 @@ mod tests {
         c.write_to(&mut bytes).unwrap();
         let back = Checkpoint::read_from(&bytes[..], bytes.len() as u64).unwrap();
         assert_eq!(back, c);
+        let shapes = Checkpoint::shapes_from(&bytes[..], bytes.len() as u64).unwrap();
+        assert_eq!(shapes, vec![vec![2, 3], vec![1]]);
         assert_eq!(back.get::<usize>("n_layer").unwrap(), 2);
         assert_eq!(back.get::<String>("window_pattern").unwrap(), "SSSL");
         assert!(back.get::<usize>("missing").is_err());
@@ -253,6 +283,8 @@ mod tests {
         let mut bytes = Vec::new();
         sample().write_to(&mut bytes).unwrap();
         let cut = Checkpoint::read_from(&bytes[..bytes.len() - 3], u64::MAX).unwrap_err().to_string();
+        assert!(cut.contains("truncated"), "{cut}");
+        let cut = Checkpoint::shapes_from(&bytes[..bytes.len() - 3], u64::MAX).unwrap_err().to_string();
         assert!(cut.contains("truncated"), "{cut}");
         let mut foreign = bytes.clone();
         foreign[0] = b'X';

@@ -134,14 +134,18 @@ pub const SMOKE: Profile = Profile {
 };
 
 /// `ar demo`: a handful of experiments end to end in a few minutes on a laptop CPU. Its
-/// budget is fixed work (tokens), not time: on a laptop that does other things, a time
-/// budget's step count varies with the load and drowns the effects the demo shows.
+/// budget is fixed work, not time: on a laptop that does other things, a time budget's step
+/// count varies with the load and drowns the effects the demo shows. The work is counted in
+/// FLOPs, not tokens: under a tokens budget a wider model is free, so a search drifts to
+/// ever bigger models whose runs take 3x as long (a 20-experiment bench no longer fits a
+/// night on 2 cores); under FLOPs it pays for its size in fewer tokens. 2.04e12 is 24 steps
+/// of 4096 tokens for the default train file (2.076e7 FLOPs per token).
 pub const DEMO: Profile = Profile {
     name: "demo",
     max_seq_len: 128,
     time_budget_secs: 15.0,
     warmup_steps: 11,
-    budget: Budget::Tokens { tokens: 24 * 4096 },
+    budget: Budget::Flops { flops: 2.04e12 },
     startup_allowance_secs: 30.0,
     scoring: Scoring::Full,
     eval_tokens: 1 << 14,

@@ -51,6 +51,11 @@ pub struct TrainStats {
     pub total_tokens: u64,
     pub num_steps: u64,
     pub num_params: u64,
+    /// Forward + backward FLOPs per token by the train file's own count (its
+    /// `estimate_flops`). Under a FLOPs budget `ar` charges at least its own floor from the
+    /// checkpoint ([`crate::budget::flops_floor_per_token`]); 0 from older programs.
+    #[serde(default)]
+    pub flops_per_token: f64,
     pub depth: usize,
     /// e.g. "flex (cpu)", "cuda:0".
     pub device: String,
@@ -81,6 +86,7 @@ impl TrainStats {
             ("total_seconds", s.total_seconds),
             ("peak_mem_mb", s.peak_mem_mb),
             ("mfu_percent", s.mfu_percent),
+            ("flops_per_token", s.flops_per_token),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("{name} = {v} is not a non-negative number"));

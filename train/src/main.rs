@@ -912,6 +912,7 @@ fn train() -> prepare::Result<()> {
             total_tokens: spent.tokens,
             num_steps: step as u64,
             num_params: num_params as u64,
+            flops_per_token,
             depth: DEPTH,
             device: device_name,
             gpu,

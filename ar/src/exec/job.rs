@@ -337,6 +337,14 @@ pub fn run(
     watch.phase("score");
     let score_started = Instant::now();
     let tokenizer = Arc::new(Tokenizer::load(&cache)?);
+    if let Budget::Flops { flops } = spec.budget {
+        // The tokenizer's vocabulary, not the profile's target: a small corpus stops short of it.
+        if let Err(why) = charge_flops(&sealed, &stats, flops, tokenizer.vocab_size()) {
+            let mut o = JobOutcome::crash(CrashClass::Overtime, why);
+            o.stats = Some(stats);
+            return Ok(with(o, &ended));
+        }
+    }
     let val = Rows::load(&cache, &tokenizer, Split::Val)?;
     let test = if spec.score_test { Some(Rows::load(&cache, &tokenizer, Split::Test)?) } else { None };
     let settings = Settings {
@@ -502,8 +510,8 @@ fn read_stats(
     }
     if let Budget::Tokens { tokens } = spec.budget {
         // A run stops after the step that spends the budget, so every step but the last
-        // must have started inside it. (A FLOPs budget is not checked here: the record has
-        // no FLOP count of its own.)
+        // must have started inside it. (A FLOPs budget is checked once the checkpoint is
+        // sealed: its shapes set the floor of the count, see charge_flops.)
         let per_step = stats.total_tokens / stats.num_steps.max(1);
         if stats.total_tokens.saturating_sub(per_step) >= tokens {
             return Err((
@@ -517,6 +525,35 @@ fn read_stats(
         }
     }
     Ok(stats)
+}
+
+/// Checks a run against a FLOPs budget as `ar` counts FLOPs: the train file's count per
+/// token, but never less than the floor its checkpoint's matrices cost
+/// ([`prepare::budget::flops_floor_per_token`]). As under a tokens budget, every step but
+/// the last must have started inside the budget.
+fn charge_flops(sealed: &Sealed, stats: &TrainStats, flops: f64, vocab: usize) -> std::result::Result<(), String> {
+    let file = File::from(sealed.reopen().map_err(|e| format!("{e:#}"))?);
+    let shapes = prepare::Checkpoint::shapes_from(file, sealed.bytes)
+        .map_err(|e| format!("the checkpoint cannot be read for its FLOPs: {e}"))?;
+    let floor = prepare::budget::flops_floor_per_token(&shapes, vocab);
+    let per_token = stats.flops_per_token.max(floor);
+    let per_step = stats.total_tokens / stats.num_steps.max(1);
+    let before_last = stats.total_tokens.saturating_sub(per_step) as f64 * per_token;
+    if before_last < flops {
+        return Ok(());
+    }
+    let counted = if stats.flops_per_token < floor {
+        format!(
+            "{floor:.4e} FLOPs per token, the floor of its checkpoint's matrices (6 per weight; the run counted              {:.4e})",
+            stats.flops_per_token
+        )
+    } else {
+        format!("{per_token:.4e} FLOPs per token by its own count")
+    };
+    Err(format!(
+        "the run trained {} tokens in {} steps at {counted}: {before_last:.4e} FLOPs before its last step, for a          {flops:e}-FLOP budget. Stop after the step that spends it (Budget::spent after every step) and count          at least 6 FLOPs per token for every matrix weight (the model's estimate_flops)",
+        stats.total_tokens, stats.num_steps
+    ))
 }
 
 /// The checkpoint, copied into a sealed memfd: a fixed, unchangeable copy every serving
