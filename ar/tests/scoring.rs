@@ -8,7 +8,8 @@
 //!   prepare's loader), with a batch size that does not divide the rows: every read is
 //!   refused, the recorded val_bpb is the scorer's, the same rows are scored;
 //! - untimed training (the warm-up stretched to thousands of steps): crash `overtime`; so is
-//!   training past a tokens budget (the check skipped during the warm-up steps);
+//!   training past a tokens budget (the check skipped during the warm-up steps), and past a
+//!   FLOPs budget by counting fewer FLOPs per token than the checkpoint's matrices cost;
 //! - a seed that ignores `ar`'s offset: the repeated measurement is rejected (`seed`);
 //! - the audited variant, forced on smoke: an honest baseline is scored audited, and a
 //!   serving loop that commits log-probabilities its logits do not give is `tampered`.
@@ -162,6 +163,28 @@ fn test_training_past_a_tokens_budget_is_overtime() {
     let finished = last_finished(&fx, "tokens-overrun");
     assert_eq!(finished["crash"], "overtime");
     assert!(finished.to_string().contains("-token budget"), "the reason names the budget: {finished}");
+}
+
+#[test]
+fn test_under_counted_flops_are_charged_from_the_checkpoint_and_the_run_is_overtime() {
+    let fx = fixture();
+    // smoke fixture: about 2.85e6 FLOPs per token and 1024 tokens per step, so the honest
+    // run stops after 9 steps; a count of a quarter would buy it 33.
+    with_baseline(&fx, "flops-undercount", &["--budget", "flops:2.4e10"]);
+    let honest = last_finished(&fx, "flops-undercount");
+    assert!(honest["crash"].is_null(), "the honest count passes: {honest}");
+    assert!(honest["record"]["num_steps"].as_u64().unwrap() <= 10, "{honest}");
+    fx.edit_train(
+        "    let flops_per_token = model.estimate_flops();\n",
+        "    let flops_per_token = model.estimate_flops() / 4.0;\n",
+    );
+    let out = experiment(&fx, "count a quarter of the FLOPs");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("crash (overtime)"), "{}", text(&out));
+    let finished = last_finished(&fx, "flops-undercount");
+    assert_eq!(finished["crash"], "overtime");
+    let why = finished.to_string();
+    assert!(why.contains("floor of its checkpoint's matrices") && why.contains("-FLOP budget"), "{finished}");
 }
 
 #[test]

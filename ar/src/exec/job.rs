@@ -531,7 +531,12 @@ fn read_stats(
 /// token, but never less than the floor its checkpoint's matrices cost
 /// ([`prepare::budget::flops_floor_per_token`]). As under a tokens budget, every step but
 /// the last must have started inside the budget.
-fn charge_flops(sealed: &Sealed, stats: &TrainStats, flops: f64, vocab: usize) -> std::result::Result<(), String> {
+fn charge_flops(
+    sealed: &Sealed,
+    stats: &TrainStats,
+    flops: f64,
+    vocab: usize,
+) -> std::result::Result<(), String> {
     let file = File::from(sealed.reopen().map_err(|e| format!("{e:#}"))?);
     let shapes = prepare::Checkpoint::shapes_from(file, sealed.bytes)
         .map_err(|e| format!("the checkpoint cannot be read for its FLOPs: {e}"))?;
