@@ -131,6 +131,18 @@ fn test_ar_train_with_test_scores_both_splits_through_the_trusted_path() {
     assert!(record["test_bpb"].as_f64().unwrap() > 0.01, "{record}");
 }
 
+/// Runs the edited train file as the session's next candidate and requires crash
+/// `overtime` (exit code 3, said on the terminal, and in the journal); returns its
+/// `finished` event.
+fn expect_overtime(fx: &Fixture, tag: &str, message: &str) -> serde_json::Value {
+    let out = experiment(fx, message);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("crash (overtime)"), "{}", text(&out));
+    let finished = last_finished(fx, tag);
+    assert_eq!(finished["crash"], "overtime");
+    finished
+}
+
 #[test]
 fn test_untimed_training_before_the_clock_is_overtime() {
     let fx = fixture();
@@ -140,12 +152,9 @@ fn test_untimed_training_before_the_clock_is_overtime() {
         "    let warmup = profile.warmup_steps + 100_000;\n",
     );
     let t = Instant::now();
-    let out = experiment(&fx, "a much longer warm-up");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("crash (overtime)"), "{}", text(&out));
+    expect_overtime(&fx, "overtime", "a much longer warm-up");
     // smoke: 4 s budget + 20 s allowance, plus the build.
     assert!(t.elapsed().as_secs() < 150, "killed at the allowance, not the hard timeout");
-    assert_eq!(last_finished(&fx, "overtime")["crash"], "overtime");
 }
 
 #[test]
@@ -157,11 +166,7 @@ fn test_training_past_a_tokens_budget_is_overtime() {
         "    let off_the_clock = |step: usize| budget.is_time() && step <= warmup;\n",
         "    let off_the_clock = |step: usize| step <= warmup;\n",
     );
-    let out = experiment(&fx, "the warm-up steps free under a tokens budget too");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("crash (overtime)"), "{}", text(&out));
-    let finished = last_finished(&fx, "tokens-overrun");
-    assert_eq!(finished["crash"], "overtime");
+    let finished = expect_overtime(&fx, "tokens-overrun", "the warm-up steps free under a tokens budget too");
     assert!(finished.to_string().contains("-token budget"), "the reason names the budget: {finished}");
 }
 
@@ -178,11 +183,7 @@ fn test_under_counted_flops_are_charged_from_the_checkpoint_and_the_run_is_overt
         "    let flops_per_token = model.estimate_flops();\n",
         "    let flops_per_token = model.estimate_flops() / 4.0;\n",
     );
-    let out = experiment(&fx, "count a quarter of the FLOPs");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("crash (overtime)"), "{}", text(&out));
-    let finished = last_finished(&fx, "flops-undercount");
-    assert_eq!(finished["crash"], "overtime");
+    let finished = expect_overtime(&fx, "flops-undercount", "count a quarter of the FLOPs");
     let why = finished.to_string();
     assert!(why.contains("floor of its checkpoint's matrices") && why.contains("-FLOP budget"), "{finished}");
 }

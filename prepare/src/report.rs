@@ -78,6 +78,12 @@ pub struct TrainStats {
 }
 
 impl TrainStats {
+    /// Tokens trained before the last step began. A run stops after the step that spends a
+    /// work budget (tokens or FLOPs), so this much must lie inside the budget.
+    pub fn tokens_before_last_step(&self) -> u64 {
+        self.total_tokens.saturating_sub(self.total_tokens / self.num_steps.max(1))
+    }
+
     /// Parses the statistics file, refusing impossible values.
     pub fn parse(text: &str) -> std::result::Result<TrainStats, String> {
         let s: TrainStats = serde_json::from_str(text).map_err(|e| e.to_string())?;

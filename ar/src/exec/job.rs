@@ -512,8 +512,7 @@ fn read_stats(
         // A run stops after the step that spends the budget, so every step but the last
         // must have started inside it. (A FLOPs budget is checked once the checkpoint is
         // sealed: its shapes set the floor of the count, see charge_flops.)
-        let per_step = stats.total_tokens / stats.num_steps.max(1);
-        if stats.total_tokens.saturating_sub(per_step) >= tokens {
+        if stats.tokens_before_last_step() >= tokens {
             return Err((
                 CrashClass::Overtime,
                 format!(
@@ -542,8 +541,7 @@ fn charge_flops(
         .map_err(|e| format!("the checkpoint cannot be read for its FLOPs: {e}"))?;
     let floor = prepare::budget::flops_floor_per_token(&shapes, vocab);
     let per_token = stats.flops_per_token.max(floor);
-    let per_step = stats.total_tokens / stats.num_steps.max(1);
-    let before_last = stats.total_tokens.saturating_sub(per_step) as f64 * per_token;
+    let before_last = stats.tokens_before_last_step() as f64 * per_token;
     if before_last < flops {
         return Ok(());
     }
