@@ -10,6 +10,8 @@
 //! failing check turns a keep into a discard, a `maximize` workload keeps increases, the
 //! agent is told the metric and its files, and a resume over a changed `autoresearch.toml`
 //! is refused naming the file. The metric is the program's claim, and the report says so.
+//! `--until-first-keep` (what `ar demo` runs with) goes on past `--max-experiments` to the
+//! first keep and stops there, or at its limit.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -268,6 +270,74 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
     let verified = events.iter().find(|e| e["event"] == "verified").expect("a verification");
     let gain = verified["verification"]["splits"][0]["gain"].as_f64().unwrap();
     assert!((gain - 2.0).abs() < 1e-6, "gain {gain}: {verified}");
+}
+
+#[test]
+fn test_until_first_keep_goes_on_past_max_experiments_to_the_first_keep_and_no_further() {
+    // Nothing kept in the first experiment: the loop goes on, stops at the first keep (the
+    // third), and the fourth turn is never asked for.
+    let repo = knob_repo("minimize", false);
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().display().to_string();
+    let agent_cmd = agent(
+        scratch.path(),
+        &[
+            ("echo 6 > params/knob.conf", "raise the knob to 6"),
+            ("echo 7 > params/knob.conf", "raise the knob to 7"),
+            ("echo 3 > params/knob.conf", "lower the knob to 3"),
+            ("echo 2 > params/knob.conf", "lower the knob to 2"),
+        ],
+    );
+    let mut args = loop_args("first", &agent_cmd, &state, "1");
+    args.extend(["--until-first-keep", "5"]);
+    let out = ar(repo.path(), &args);
+    let msg = text(&out);
+    assert!(out.status.success(), "{msg}");
+    assert!(msg.contains("Nothing kept in 1 experiment: going on until the first keep (at most 5"), "{msg}");
+    let events = journal(repo.path(), "first");
+    let statuses: Vec<String> = candidates(&events).into_iter().map(|(_, s, _)| s).collect();
+    assert_eq!(statuses, ["discard", "discard", "keep"], "{msg}");
+    assert!(!scratch.path().join("prompt.4").exists(), "no turn after the keep");
+    let stopped = events.iter().rev().find(|e| e["event"] == "stopped").unwrap();
+    assert_eq!(stopped["reason"], "3 experiments, 1 kept");
+    // The verification at the end measures the kept change on fresh seeds: 5 − 3 = 2.
+    let verified = events.iter().find(|e| e["event"] == "verified").expect("a verification");
+    let gain = verified["verification"]["splits"][0]["gain"].as_f64().unwrap();
+    assert!((gain - 2.0).abs() < 1e-6, "gain {gain}: {verified}");
+
+    // Nothing ever kept: the loop stops at the limit.
+    let repo = knob_repo("minimize", false);
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().display().to_string();
+    let agent_cmd = agent(
+        scratch.path(),
+        &[
+            ("echo 6 > params/knob.conf", "raise the knob to 6"),
+            ("echo 7 > params/knob.conf", "raise the knob to 7"),
+            ("echo 8 > params/knob.conf", "raise the knob to 8"),
+            ("echo 2 > params/knob.conf", "lower the knob to 2"),
+        ],
+    );
+    let mut args = loop_args("none", &agent_cmd, &state, "1");
+    args.extend(["--until-first-keep", "3"]);
+    let out = ar(repo.path(), &args);
+    let msg = text(&out);
+    assert!(out.status.success(), "{msg}");
+    let events = journal(repo.path(), "none");
+    let statuses: Vec<String> = candidates(&events).into_iter().map(|(_, s, _)| s).collect();
+    assert_eq!(statuses, ["discard", "discard", "discard"], "{msg}");
+    let stopped = events.iter().rev().find(|e| e["event"] == "stopped").unwrap();
+    assert_eq!(stopped["reason"], "3 experiments, none kept (--until-first-keep 3)");
+
+    // Without --max-experiments the flag means nothing, and clap says so; with a pool it is
+    // refused before any branch is made.
+    let out = ar(repo.path(), &["loop", "--tag", "bad", "--agent", "evolve", "--until-first-keep", "3"]);
+    assert!(!out.status.success() && text(&out).contains("--max-experiments"), "{}", text(&out));
+    let mut args = loop_args("pool", &agent_cmd, &state, "1");
+    args.extend(["--until-first-keep", "3", "--workers", "2"]);
+    let out = ar(repo.path(), &args);
+    assert!(!out.status.success() && text(&out).contains("--workers 1"), "{}", text(&out));
+    assert!(!git(repo.path(), &["branch", "--list"]).contains("autoresearch/pool"));
 }
 
 #[test]

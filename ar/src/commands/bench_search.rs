@@ -156,6 +156,8 @@ pub fn run(args: SearchBench) -> Result<()> {
             scoring: None,
             allow_unconfined: false,
         },
+        until_first_keep: None,
+        first_keep_search_time: None,
     };
     let summary = run_loop(&repo, &loop_args);
     let loop_seconds = started.elapsed().as_secs_f64();

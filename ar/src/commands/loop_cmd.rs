@@ -1,8 +1,9 @@
 //! `ar loop --tag T --agent A`: the supervisor owns the loop and the agent is called once
 //! per experiment — ask for one change, run it as `ar experiment` would, feed the compact
 //! result back through the digest, repeat. It never stops on its own accord except at
-//! `--max-experiments`, `--until` or Ctrl-C (graceful: the current run is abandoned, the
-//! branch left on the best commit, the reason journaled).
+//! `--max-experiments` (or, with `--until-first-keep`, the first keep after it), `--until` or
+//! Ctrl-C (graceful: the current run is abandoned, the branch left on the best commit, the
+//! reason journaled).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +83,16 @@ pub struct LoopArgs {
     pub repo: Option<PathBuf>,
     #[command(flatten)]
     pub session: SessionArgs,
+    /// If nothing was kept when --max-experiments is reached, go on until the first keep, up
+    /// to N experiments in all (one worker; what `ar demo` does). Where to stop then depends
+    /// on the outcomes, so the loop's believed gain leans high; the verification on fresh
+    /// seeds at the end does not.
+    #[arg(long, value_name = "N", requires = "max_experiments")]
+    pub until_first_keep: Option<usize>,
+    /// With --until-first-keep: search time at most past which no more experiments are
+    /// started, counted from the first agent turn (after the baselines). `ar demo` only.
+    #[arg(skip)]
+    pub first_keep_search_time: Option<Duration>,
 }
 
 /// What `run` reports back (for `ar demo`).
@@ -101,6 +112,11 @@ pub fn run(args: LoopArgs) -> Result<ExitCode> {
 /// The loop itself, shared with `ar demo`.
 pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
     let deadline = args.until.as_deref().map(parse_until).transpose()?;
+    if args.until_first_keep.is_some() && (args.workers > 1 || args.backend != "local") {
+        bail!(
+            "--until-first-keep runs experiments one at a time: drop it, or use --workers 1 --backend local"
+        );
+    }
     let mut agent_opts = AgentOptions {
         model: args.model.clone(),
         api_key_env: args.api_key_env.clone(),
@@ -168,12 +184,43 @@ pub fn run_loop(repo: &Path, args: &LoopArgs) -> Result<LoopSummary> {
             .with_context(|| format!("cannot read {}", program_path.display()))?,
     };
 
+    let search_started = std::cell::OnceCell::new();
+    let extended = std::cell::Cell::new(false);
     let stop_reason = |session: &Session, done: usize| -> Option<String> {
+        let search_started = *search_started.get_or_init(Instant::now);
         if session.stop.load(Ordering::SeqCst) {
             return Some("interrupted (Ctrl-C)".into());
         }
-        if args.max_experiments.is_some_and(|m| done >= m) {
-            return Some(format!("--max-experiments {} reached", done));
+        if let Some(m) = args.max_experiments.filter(|m| done >= *m) {
+            let Some(limit) = args.until_first_keep else {
+                return Some(format!("--max-experiments {} reached", done));
+            };
+            let kept = session.state().keeps;
+            if kept > 0 {
+                return Some(format!("{done} experiments, {kept} kept"));
+            }
+            if done >= limit {
+                return Some(format!("{done} experiments, none kept (--until-first-keep {limit})"));
+            }
+            let searched = search_started.elapsed();
+            if let Some(most) = args.first_keep_search_time.filter(|most| searched >= *most) {
+                return Some(format!(
+                    "{done} experiments, none kept in {:.0} min of search (the limit: {:.0} min)",
+                    searched.as_secs_f64() / 60.0,
+                    most.as_secs_f64() / 60.0
+                ));
+            }
+            if !extended.replace(true) {
+                let time = args
+                    .first_keep_search_time
+                    .map(|t| format!(" and {:.0} min of search", t.as_secs_f64() / 60.0))
+                    .unwrap_or_default();
+                let plural = if m == 1 { "" } else { "s" };
+                println!(
+                    "Nothing kept in {m} experiment{plural}: going on until the first keep (at most {limit} \
+                     experiments{time})."
+                );
+            }
         }
         if deadline.is_some_and(|d| SystemTime::now() >= d) {
             return Some("--until reached".into());
