@@ -267,77 +267,81 @@ fn test_a_maximize_workload_keeps_increases_and_discards_decreases() {
     );
     assert!(!prompt.contains("val_bpb"), "{prompt}");
     // The verification's gain is improvement-positive: 7 − 5 = 2 on fresh seeds.
+    let gain = verified_gain(&events);
+    assert!((gain - 2.0).abs() < 1e-6, "gain {gain}");
+}
+
+/// `ar loop --max-experiments 1 --until-first-keep <limit>` on a fresh knob repository (the
+/// baseline knob is 5, lower is better), the agent setting the knob to each of `knobs` in turn.
+struct FirstKeepRun {
+    repo: tempfile::TempDir,
+    scratch: tempfile::TempDir,
+    agent: String,
+    msg: String,
+    events: Vec<Value>,
+    statuses: Vec<String>,
+}
+
+fn first_keep_loop(tag: &str, knobs: &[u32], limit: &str) -> FirstKeepRun {
+    let repo = knob_repo("minimize", false);
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().display().to_string();
+    let turns: Vec<(String, String)> = knobs
+        .iter()
+        .map(|k| (format!("echo {k} > params/knob.conf"), format!("set the knob to {k}")))
+        .collect();
+    let turns: Vec<(&str, &str)> = turns.iter().map(|(e, d)| (e.as_str(), d.as_str())).collect();
+    let agent = agent(scratch.path(), &turns);
+    let mut args = loop_args(tag, &agent, &state, "1");
+    args.extend(["--until-first-keep", limit]);
+    let out = ar(repo.path(), &args);
+    let msg = text(&out);
+    assert!(out.status.success(), "{msg}");
+    let events = journal(repo.path(), tag);
+    let statuses = candidates(&events).into_iter().map(|(_, s, _)| s).collect();
+    FirstKeepRun { repo, scratch, agent, msg, events, statuses }
+}
+
+/// The gain the end-of-session verification measured on fresh seeds (val).
+fn verified_gain(events: &[Value]) -> f64 {
     let verified = events.iter().find(|e| e["event"] == "verified").expect("a verification");
-    let gain = verified["verification"]["splits"][0]["gain"].as_f64().unwrap();
-    assert!((gain - 2.0).abs() < 1e-6, "gain {gain}: {verified}");
+    verified["verification"]["splits"][0]["gain"].as_f64().unwrap()
+}
+
+fn stop_reason(events: &[Value]) -> &Value {
+    &events.iter().rev().find(|e| e["event"] == "stopped").expect("a stop")["reason"]
 }
 
 #[test]
 fn test_until_first_keep_goes_on_past_max_experiments_to_the_first_keep_and_no_further() {
     // Nothing kept in the first experiment: the loop goes on, stops at the first keep (the
     // third), and the fourth turn is never asked for.
-    let repo = knob_repo("minimize", false);
-    let scratch = tempfile::tempdir().unwrap();
-    let state = scratch.path().display().to_string();
-    let agent_cmd = agent(
-        scratch.path(),
-        &[
-            ("echo 6 > params/knob.conf", "raise the knob to 6"),
-            ("echo 7 > params/knob.conf", "raise the knob to 7"),
-            ("echo 3 > params/knob.conf", "lower the knob to 3"),
-            ("echo 2 > params/knob.conf", "lower the knob to 2"),
-        ],
-    );
-    let mut args = loop_args("first", &agent_cmd, &state, "1");
-    args.extend(["--until-first-keep", "5"]);
-    let out = ar(repo.path(), &args);
-    let msg = text(&out);
-    assert!(out.status.success(), "{msg}");
+    let run = first_keep_loop("first", &[6, 7, 3, 2], "5");
+    let msg = &run.msg;
     assert!(msg.contains("Nothing kept in 1 experiment: going on until the first keep (at most 5"), "{msg}");
-    let events = journal(repo.path(), "first");
-    let statuses: Vec<String> = candidates(&events).into_iter().map(|(_, s, _)| s).collect();
-    assert_eq!(statuses, ["discard", "discard", "keep"], "{msg}");
-    assert!(!scratch.path().join("prompt.4").exists(), "no turn after the keep");
-    let stopped = events.iter().rev().find(|e| e["event"] == "stopped").unwrap();
-    assert_eq!(stopped["reason"], "3 experiments, 1 kept");
+    assert_eq!(run.statuses, ["discard", "discard", "keep"], "{msg}");
+    assert!(!run.scratch.path().join("prompt.4").exists(), "no turn after the keep");
+    assert_eq!(stop_reason(&run.events), "3 experiments, 1 kept");
     // The verification at the end measures the kept change on fresh seeds: 5 − 3 = 2.
-    let verified = events.iter().find(|e| e["event"] == "verified").expect("a verification");
-    let gain = verified["verification"]["splits"][0]["gain"].as_f64().unwrap();
-    assert!((gain - 2.0).abs() < 1e-6, "gain {gain}: {verified}");
+    let gain = verified_gain(&run.events);
+    assert!((gain - 2.0).abs() < 1e-6, "gain {gain}");
 
     // Nothing ever kept: the loop stops at the limit.
-    let repo = knob_repo("minimize", false);
-    let scratch = tempfile::tempdir().unwrap();
-    let state = scratch.path().display().to_string();
-    let agent_cmd = agent(
-        scratch.path(),
-        &[
-            ("echo 6 > params/knob.conf", "raise the knob to 6"),
-            ("echo 7 > params/knob.conf", "raise the knob to 7"),
-            ("echo 8 > params/knob.conf", "raise the knob to 8"),
-            ("echo 2 > params/knob.conf", "lower the knob to 2"),
-        ],
-    );
-    let mut args = loop_args("none", &agent_cmd, &state, "1");
-    args.extend(["--until-first-keep", "3"]);
-    let out = ar(repo.path(), &args);
-    let msg = text(&out);
-    assert!(out.status.success(), "{msg}");
-    let events = journal(repo.path(), "none");
-    let statuses: Vec<String> = candidates(&events).into_iter().map(|(_, s, _)| s).collect();
-    assert_eq!(statuses, ["discard", "discard", "discard"], "{msg}");
-    let stopped = events.iter().rev().find(|e| e["event"] == "stopped").unwrap();
-    assert_eq!(stopped["reason"], "3 experiments, none kept (--until-first-keep 3)");
+    let run = first_keep_loop("none", &[6, 7, 8, 2], "3");
+    assert_eq!(run.statuses, ["discard", "discard", "discard"], "{}", run.msg);
+    assert_eq!(stop_reason(&run.events), "3 experiments, none kept (--until-first-keep 3)");
 
     // Without --max-experiments the flag means nothing, and clap says so; with a pool it is
     // refused before any branch is made.
-    let out = ar(repo.path(), &["loop", "--tag", "bad", "--agent", "evolve", "--until-first-keep", "3"]);
+    let repo = run.repo.path();
+    let out = ar(repo, &["loop", "--tag", "bad", "--agent", "evolve", "--until-first-keep", "3"]);
     assert!(!out.status.success() && text(&out).contains("--max-experiments"), "{}", text(&out));
-    let mut args = loop_args("pool", &agent_cmd, &state, "1");
+    let state = run.scratch.path().display().to_string();
+    let mut args = loop_args("pool", &run.agent, &state, "1");
     args.extend(["--until-first-keep", "3", "--workers", "2"]);
-    let out = ar(repo.path(), &args);
+    let out = ar(repo, &args);
     assert!(!out.status.success() && text(&out).contains("--workers 1"), "{}", text(&out));
-    assert!(!git(repo.path(), &["branch", "--list"]).contains("autoresearch/pool"));
+    assert!(!git(repo, &["branch", "--list"]).contains("autoresearch/pool"));
 }
 
 #[test]

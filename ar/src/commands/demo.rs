@@ -54,10 +54,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     prepare(&prep, &Bars::new())?;
     let tag =
         format!("demo-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let most = args.max_experiments.max(args.experiments);
     println!(
-        "2/3 Session {tag}: baselines, then {} experiments by the evolve agent (more, up to {}, until one is kept) …",
-        args.experiments,
-        args.max_experiments.max(args.experiments)
+        "2/3 Session {tag}: baselines, then {} experiments by the evolve agent (more, up to {most}, until one is kept) …",
+        args.experiments
     );
     let loop_args = LoopArgs {
         tag: tag.clone(),
@@ -94,7 +94,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         // 7th candidate): the demo goes on until a keep rather than end on "nothing to
         // verify". That choice depends on the outcomes, so the session's believed gain is
         // biased upward; the verification on fresh seeds, which the demo ends with, is not.
-        until_first_keep: Some(args.max_experiments.max(args.experiments)),
+        until_first_keep: Some(most),
         first_keep_search_time: Some(std::time::Duration::from_secs_f64(args.search_minutes.max(0.0) * 60.0)),
     };
     let result = run_loop(&repo, &loop_args);
